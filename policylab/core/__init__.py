@@ -1,0 +1,1 @@
+"""The shared core: agent contract, data, buffers, networks, environments, evaluation and logging."""

@@ -1,0 +1,352 @@
+"""The agent contract every policylab method keeps, and its single-file checkpoints.
+
+An agent holds its config (a dataclass), its spaces, and torch modules and optimisers as plain
+attributes. `save` finds those attributes itself, so a method never writes checkpoint code:
+
+    agent.save("runs/x/agent.pt")
+    agent = policylab.load("runs/x/agent.pt")
+    action, _ = agent.predict(obs, deterministic=True)
+
+Checkpoints hold only tensors, numbers, strings, lists and dicts, and are read with
+`torch.load(weights_only=True)`: loading one can never run code. The class to rebuild is looked
+up by name in the registry that `register_agent` fills, never imported from a path in the file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import random
+import tempfile
+import types
+import typing
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+CHECKPOINT_FORMAT = "policylab-agent/1"
+AgentType = TypeVar("AgentType", bound="Agent")
+_AGENT_CLASSES: dict[str, type[Agent]] = {}
+# Modules whose import registers the library's own agents; `load` imports them on demand.
+_AGENT_PACKAGES = ("policylab.offline_rl", "policylab.online_rl", "policylab.evolution", "policylab.compression")
+
+
+def register_agent(name: str):
+    """Class decorator: record an agent class under `name` so checkpoints and the CLI can find it."""
+
+    def decorate(cls: type[AgentType]) -> type[AgentType]:
+        if name in _AGENT_CLASSES and _AGENT_CLASSES[name] is not cls:
+            raise ValueError(f"agent name {name!r} is already registered by {_AGENT_CLASSES[name].__qualname__}")
+        cls.algorithm_name = name
+        _AGENT_CLASSES[name] = cls
+        return cls
+
+    return decorate
+
+
+def registered_agents() -> dict[str, type[Agent]]:
+    """All registered agent classes by name, with the library's own families imported."""
+    _import_families()
+    return dict(_AGENT_CLASSES)
+
+
+def _import_families() -> None:
+    import importlib
+
+    for package in _AGENT_PACKAGES:
+        try:
+            importlib.import_module(package)
+        except ModuleNotFoundError as error:
+            if error.name != package:  # the family exists but something it needs is missing
+                raise
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """`"auto"` means CUDA when present, else CPU; anything else is passed to `torch.device`."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and CUDA) random generators."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def rng_state() -> dict[str, Any]:
+    """The global random generators' state, in a form `torch.load(weights_only=True)` accepts."""
+    state: dict[str, Any] = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    numpy_state = np.random.get_state()
+    state["numpy"] = {
+        "keys": torch.from_numpy(numpy_state[1].astype(np.int64)),
+        "pos": int(numpy_state[2]),
+        "has_gauss": int(numpy_state[3]),
+        "cached_gaussian": float(numpy_state[4]),
+    }
+    python_state = random.getstate()
+    state["python"] = {"version": python_state[0], "internal": list(python_state[1]), "gauss": python_state[2]}
+    return state
+
+
+def set_rng_state(state: Mapping[str, Any]) -> None:
+    """Restore what `rng_state` captured."""
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    numpy_state = state["numpy"]
+    np.random.set_state(
+        (
+            "MT19937",
+            numpy_state["keys"].numpy().astype(np.uint32),
+            numpy_state["pos"],
+            numpy_state["has_gauss"],
+            numpy_state["cached_gaussian"],
+        )
+    )
+    python_state = state["python"]
+    random.setstate((python_state["version"], tuple(python_state["internal"]), python_state["gauss"]))
+
+
+# ---------------------------------------------------------------------------------------------
+# Configs and spaces as plain data
+
+
+@dataclasses.dataclass
+class AgentConfig:
+    """Fields every agent config has; method configs subclass it and add the paper's settings."""
+
+    seed: int = 0
+    """seed of network initialisation, sampling and exploration"""
+    device: str = "auto"
+    """torch device: "auto" (CUDA when present, else CPU), "cpu", "cuda", "cuda:1", ..."""
+
+
+def config_to_dict(config: Any) -> dict[str, Any]:
+    """A config dataclass as JSON-friendly data (tuples become lists)."""
+    return dataclasses.asdict(config)
+
+
+def config_from_dict(config_class: type, values: Mapping[str, Any]) -> Any:
+    """Rebuild a config dataclass from `config_to_dict` output; unknown keys are an error."""
+    fields = {field.name: field for field in dataclasses.fields(config_class)}
+    unknown = set(values) - set(fields)
+    if unknown:
+        raise ValueError(f"{config_class.__name__} has no field(s) {sorted(unknown)}; known: {sorted(fields)}")
+    hints = typing.get_type_hints(config_class)
+    converted = {}
+    for name, value in values.items():
+        origin = typing.get_origin(hints[name])
+        if origin is types.UnionType or origin is typing.Union:
+            origin = next((typing.get_origin(arg) for arg in typing.get_args(hints[name]) if arg is not type(None)), None)
+        converted[name] = tuple(value) if origin is tuple and isinstance(value, list) else value
+    return config_class(**converted)
+
+
+def space_to_dict(space: gym.Space) -> dict[str, Any]:
+    """A Box or Discrete space as plain data."""
+    if isinstance(space, gym.spaces.Box):
+        return {
+            "type": "Box",
+            "low": torch.from_numpy(np.asarray(space.low, dtype=np.float64)),
+            "high": torch.from_numpy(np.asarray(space.high, dtype=np.float64)),
+            "dtype": np.dtype(space.dtype).name,
+        }
+    if isinstance(space, gym.spaces.Discrete):
+        return {"type": "Discrete", "n": int(space.n), "start": int(space.start)}
+    raise TypeError(f"cannot record a {type(space).__name__} space; agents support Box and Discrete spaces")
+
+
+def space_from_dict(values: Mapping[str, Any]) -> gym.Space:
+    """Inverse of `space_to_dict`."""
+    if values["type"] == "Box":
+        dtype = np.dtype(values["dtype"])
+        return gym.spaces.Box(values["low"].numpy().astype(dtype), values["high"].numpy().astype(dtype), dtype=dtype)
+    if values["type"] == "Discrete":
+        return gym.spaces.Discrete(values["n"], start=values["start"])
+    raise ValueError(f"unknown space type {values['type']!r} in checkpoint")
+
+
+# ---------------------------------------------------------------------------------------------
+# Atomic files
+
+
+def atomic_write(path: str | os.PathLike, write: typing.Callable[[typing.BinaryIO], None]) -> None:
+    """Write a file so that readers see the old or the new content, never a torn one (write, fsync, rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(handle, "wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temporary, path)
+    except BaseException:
+        Path(temporary).unlink(missing_ok=True)
+        raise
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def save_checkpoint(payload: Mapping[str, Any], path: str | os.PathLike) -> None:
+    """`torch.save` a dict of plain data atomically."""
+    atomic_write(path, lambda file: torch.save(dict(payload), file))
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Read a checkpoint safely: anything but tensors and plain data (a pickled object) is refused."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    try:
+        payload = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as error:  # torch raises UnpicklingError for forbidden globals, others for corruption
+        raise ValueError(
+            f"refusing to load {path}: it is not a plain-data policylab checkpoint ({error.__class__.__name__}: "
+            f"{str(error).splitlines()[0]}). Only files written by policylab's save() can be loaded."
+        ) from error
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a policylab checkpoint (format {CHECKPOINT_FORMAT!r} expected)")
+    return payload
+
+
+# ---------------------------------------------------------------------------------------------
+# The agent
+
+
+class Agent:
+    """Base class of every agent: `act`, `predict`, `save`, and state capture for checkpoints.
+
+    Subclasses set `config_class`, build their modules and optimisers as attributes in
+    `__init__(observation_space, action_space, config)`, and implement `_policy(observations)`
+    (a batch of float tensors in, a batch of actions out).
+    """
+
+    config_class: ClassVar[type[AgentConfig]]
+    algorithm_name: ClassVar[str] = ""
+
+    def __init__(self, observation_space: gym.Space, action_space: gym.Space, config: AgentConfig | None = None) -> None:
+        self.config = config if config is not None else self.config_class()
+        if not isinstance(self.config, self.config_class):
+            raise TypeError(f"{type(self).__name__} expects a {self.config_class.__name__}, got {type(config).__name__}")
+        self.observation_space = observation_space
+        self.action_space = action_space
+        self.device = resolve_device(self.config.device)
+        self.num_updates = 0
+        seed_everything(self.config.seed)
+
+    # -- acting ---------------------------------------------------------------------------------
+
+    def _policy(self, observations: torch.Tensor, deterministic: bool) -> torch.Tensor:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def act(self, observations: np.ndarray | torch.Tensor, deterministic: bool = True) -> np.ndarray:
+        """Actions for one observation or a batch (numpy in, numpy out), clipped to the action space."""
+        obs = torch.as_tensor(np.asarray(observations, dtype=np.float32), device=self.device)
+        expected = self.observation_space.shape
+        single = obs.shape == expected
+        if not single and tuple(obs.shape[1:]) != expected:
+            raise ValueError(
+                f"observation shape {tuple(obs.shape)} does not match the agent's observation space {expected} "
+                f"(or a batch of it, [batch, *{expected}])"
+            )
+        actions = self._policy(obs.unsqueeze(0) if single else obs, deterministic).cpu().numpy()
+        if isinstance(self.action_space, gym.spaces.Box):
+            actions = np.clip(actions, self.action_space.low, self.action_space.high)
+        return actions[0] if single else actions
+
+    def predict(
+        self,
+        observation: np.ndarray,
+        state: Any = None,
+        episode_start: np.ndarray | None = None,
+        deterministic: bool = False,
+    ) -> tuple[np.ndarray, Any]:
+        """Stable-Baselines3's signature: `(actions, next_state)`; feed-forward agents return `state` unchanged."""
+        return self.act(observation, deterministic=deterministic), state
+
+    # -- state ----------------------------------------------------------------------------------
+
+    def _stateful_attributes(self) -> dict[str, nn.Module | torch.optim.Optimizer]:
+        return {
+            name: value
+            for name, value in vars(self).items()
+            if isinstance(value, nn.Module | torch.optim.Optimizer | torch.optim.lr_scheduler.LRScheduler)
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """Weights, optimiser states and update counter, as plain data."""
+        state = {name: value.state_dict() for name, value in self._stateful_attributes().items()}
+        state["num_updates"] = self.num_updates
+        return state
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Restore what `state_dict` returned."""
+        attributes = self._stateful_attributes()
+        missing = set(attributes) - set(state)
+        if missing:
+            raise ValueError(f"checkpoint lacks state for {sorted(missing)} of {type(self).__name__}")
+        for name, value in attributes.items():
+            value.load_state_dict(state[name])
+        self.num_updates = int(state["num_updates"])
+
+    def checkpoint_payload(self) -> dict[str, Any]:
+        """Everything `policylab.load` needs to rebuild this agent, as plain data."""
+        from policylab import __version__
+
+        return {
+            "format": CHECKPOINT_FORMAT,
+            "policylab_version": __version__,
+            "algorithm": self.algorithm_name,
+            "config": config_to_dict(self.config),
+            "observation_space": space_to_dict(self.observation_space),
+            "action_space": space_to_dict(self.action_space),
+            "agent": self.state_dict(),
+        }
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Save config, spaces, weights, optimiser states and the library version to one file, atomically."""
+        save_checkpoint(self.checkpoint_payload(), path)
+
+    @classmethod
+    def from_checkpoint_payload(cls, payload: Mapping[str, Any], device: str | None = None) -> Agent:
+        """Rebuild the agent recorded in a checkpoint payload (any registered class)."""
+        agents = registered_agents()
+        name = payload["algorithm"]
+        if name not in agents:
+            raise ValueError(f"checkpoint was written by unknown agent {name!r}; known agents: {sorted(agents)}")
+        agent_class = agents[name]
+        config_values = dict(payload["config"])
+        if device is not None:
+            config_values["device"] = device
+        config = config_from_dict(agent_class.config_class, config_values)
+        agent = agent_class(
+            space_from_dict(payload["observation_space"]), space_from_dict(payload["action_space"]), config
+        )
+        if not isinstance(agent, cls):
+            raise TypeError(f"checkpoint holds a {agent_class.__name__}, not a {cls.__name__}")
+        agent.load_state_dict(payload["agent"])
+        return agent
+
+    @classmethod
+    def load(cls: type[AgentType], path: str | os.PathLike, device: str | None = None) -> AgentType:
+        """Load an agent saved by `save` (the class is read from the file)."""
+        return cls.from_checkpoint_payload(load_checkpoint(path), device=device)  # type: ignore[return-value]
+
+
+def load(path: str | os.PathLike, device: str | None = None) -> Agent:
+    """Rebuild any policylab agent from a file written by `Agent.save`."""
+    return Agent.load(path, device=device)

@@ -1,0 +1,170 @@
+"""D4RL's HDF5 layout, read and written with h5py (the `d4rl` package is not needed)."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from policylab.core.data.dataset import (
+    TRANSITION_KEYS,
+    DatasetError,
+    DatasetNotFoundError,
+    OfflineDataset,
+    _as_flags,
+)
+from policylab.core.data.scores import env_id_for_dataset
+
+REQUIRED_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")
+GROUPS = ("infos", "metadata")
+ENV_ID_ATTR = "policylab_env_id"
+DATASET_ID_ATTR = "policylab_dataset_id"
+
+
+def save_hdf5(dataset: OfflineDataset, path: str | os.PathLike) -> None:
+    """Writes `dataset` in D4RL's layout; a temp file is fsynced then renamed, so `path` is never partial."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(handle)
+    try:
+        with h5py.File(temp_name, "w") as file:
+            for key in TRANSITION_KEYS:
+                file.create_dataset(key, data=getattr(dataset, key))
+            for group, values in (("infos", dataset.infos), ("metadata", dataset.metadata)):
+                for key, value in values.items():
+                    file.create_dataset(f"{group}/{key}", data=value)
+            for key, value in dataset.extras.items():
+                file.create_dataset(key, data=value)
+            if dataset.env_id is not None:
+                file.attrs[ENV_ID_ATTR] = dataset.env_id
+            if dataset.dataset_id is not None:
+                file.attrs[DATASET_ID_ATTR] = dataset.dataset_id
+        with open(temp_name, "rb+") as written:
+            os.fsync(written.fileno())
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+    if os.name == "posix":
+        directory = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(directory)
+        finally:
+            os.close(directory)
+
+
+def load_hdf5(
+    path: str | os.PathLike, dataset_id: str | None = None, env_id: str | None = None
+) -> OfflineDataset:
+    """Reads a D4RL-layout file (D4RL's own files as they are, or files written by `save_hdf5`).
+
+    `dataset_id` and `env_id` override the ids stored in the file; without either, the env id
+    follows from the dataset id ("d4rl/hopper-..." -> "Hopper-v5"). Files without
+    `next_observations` (older D4RL files) get it rebuilt as D4RL's `qlearning_dataset` does:
+    next_observations[i] = observations[i + 1], dropping every timeout step and the very last
+    step. A kept step whose successor was a dropped timeout is marked as a timeout itself, so
+    episode boundaries survive.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DatasetNotFoundError(f"no dataset file at {path}: check the path, or write the file first")
+    try:
+        with h5py.File(path, "r") as file:
+            arrays = {key: _read_transition_array(file, key, path) for key in REQUIRED_KEYS}
+            if "next_observations" in file:
+                arrays["next_observations"] = _read_transition_array(file, "next_observations", path)
+            infos = _read_group(file["infos"]) if "infos" in file else {}
+            metadata = _read_group(file["metadata"]) if "metadata" in file else {}
+            extras = _read_extras(file)
+            dataset_id = dataset_id or file.attrs.get(DATASET_ID_ATTR)
+            env_id = env_id or file.attrs.get(ENV_ID_ATTR)
+    except OSError as error:
+        raise DatasetError(
+            f"cannot read {path} as HDF5 ({error}): the file is not HDF5 or is truncated; "
+            "write or download it again"
+        ) from error
+    if env_id is None and dataset_id is not None:
+        env_id = env_id_for_dataset(dataset_id)
+    try:
+        if "next_observations" not in arrays:
+            arrays, infos = _rebuild_next_observations(arrays, infos)
+        return OfflineDataset(
+            **arrays, infos=infos, metadata=metadata, extras=extras, env_id=env_id, dataset_id=dataset_id
+        )
+    except DatasetError as error:
+        raise DatasetError(f"{path}: {error}") from error
+
+
+def _read_transition_array(file: h5py.File, key: str, path: Path) -> np.ndarray:
+    """Reads one root dataset; [N, 1] rewards and flags are flattened to [N], as D4RL does."""
+    item = file.get(key)
+    if not isinstance(item, h5py.Dataset):
+        raise DatasetError(
+            f"{path} has no '{key}' dataset at its root: a D4RL-layout file needs "
+            f"{', '.join(REQUIRED_KEYS)} (and optionally next_observations); add it or pick another file"
+        )
+    array = np.asarray(item[()])
+    if key in ("rewards", "terminals", "timeouts") and array.ndim == 2 and array.shape[1] == 1:
+        array = array[:, 0]
+    return array
+
+
+def _read_group(group: h5py.Group, prefix: str = "") -> dict[str, Any]:
+    """Every dataset under `group`, keyed by its path relative to the group, values as h5py returns them."""
+    values: dict[str, Any] = {}
+
+    def visit(name: str, item: h5py.HLObject) -> None:
+        if isinstance(item, h5py.Dataset):
+            values[prefix + name] = item[()]
+
+    group.visititems(visit)
+    return values
+
+
+def _read_extras(file: h5py.File) -> dict[str, Any]:
+    """Root datasets and groups that are neither transitions nor infos/metadata, flattened to paths."""
+    extras: dict[str, Any] = {}
+    for name, item in file.items():
+        if name in TRANSITION_KEYS or name in GROUPS:
+            continue
+        if isinstance(item, h5py.Dataset):
+            extras[name] = item[()]
+        else:
+            extras.update(_read_group(item, prefix=f"{name}/"))
+    return extras
+
+
+def _rebuild_next_observations(
+    arrays: dict[str, np.ndarray], infos: dict[str, Any]
+) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+    """Rebuilds next_observations from observations[i + 1] the way D4RL's `qlearning_dataset` does."""
+    n = len(arrays["observations"])
+    for key, array in arrays.items():
+        ndim = 2 if key in ("observations", "actions") else 1
+        if np.ndim(array) != ndim or len(array) != n:
+            raise DatasetError(
+                f"{key} has shape {np.shape(array)} but observations has {n} rows: "
+                f"{key} needs {ndim} dimension(s) and one row per transition"
+            )
+    terminals = _as_flags("terminals", arrays["terminals"])
+    timeouts = _as_flags("timeouts", arrays["timeouts"])
+    keep = ~timeouts
+    keep[-1:] = False  # the last step has no successor
+    kept = np.flatnonzero(keep)
+    rebuilt = {
+        "observations": arrays["observations"][kept],
+        "actions": arrays["actions"][kept],
+        "rewards": arrays["rewards"][kept],
+        "next_observations": arrays["observations"][kept + 1],
+        "terminals": terminals[kept],
+        "timeouts": timeouts[kept + 1] & ~terminals[kept],
+    }
+    per_step_infos = {
+        key: value[kept] if np.ndim(value) > 0 and len(value) == n else value for key, value in infos.items()
+    }
+    return rebuilt, per_step_infos

@@ -1,0 +1,97 @@
+"""Datasets the library makes itself (`gen/<name>` ids), since none can be downloaded here.
+
+`GENERATED_DATASETS` maps each name to the function that makes it; `make_dataset` writes the file
+where `load_dataset("gen/<name>")` finds it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from policylab.core.data.dataset import OfflineDataset
+from policylab.core.data.registry import dataset_path
+from policylab.core.envs import make_env
+
+BatchPolicy = Callable[[np.ndarray, np.random.Generator], np.ndarray]
+
+
+def collect_episodes(env_id: str, policy: BatchPolicy, episodes: int, seed: int = 0) -> OfflineDataset:
+    """Roll `policy(observations, rng)` out for whole episodes (episode k reset with `seed + k`) into a dataset.
+
+    `next_observations` holds the true last observation of each episode; a time-limit end is a
+    timeout, an environment end a terminal, as in D4RL's layout.
+    """
+    env = make_env(env_id)
+    rng = np.random.default_rng(seed)
+    columns: dict[str, list] = {key: [] for key in ("observations", "actions", "rewards", "next_observations")}
+    terminals: list[bool] = []
+    timeouts: list[bool] = []
+    for episode in range(episodes):
+        observation, _ = env.reset(seed=seed + episode)
+        done = False
+        while not done:
+            action = np.asarray(policy(observation[None], rng)[0], dtype=np.float32)
+            next_observation, reward, terminated, truncated, _ = env.step(action)
+            for key, value in zip(columns, (observation, action, reward, next_observation)):
+                columns[key].append(value)
+            terminals.append(bool(terminated))
+            timeouts.append(bool(truncated and not terminated))
+            observation, done = next_observation, terminated or truncated
+    env.close()
+    return OfflineDataset(
+        observations=np.asarray(columns["observations"], dtype=np.float32),
+        actions=np.asarray(columns["actions"], dtype=np.float32),
+        rewards=np.asarray(columns["rewards"], dtype=np.float32),
+        next_observations=np.asarray(columns["next_observations"], dtype=np.float32),
+        terminals=np.asarray(terminals),
+        timeouts=np.asarray(timeouts),
+        env_id=env_id,
+    )
+
+
+def pendulum_swing_up(observations: np.ndarray) -> np.ndarray:
+    """A scripted Pendulum-v1 expert: pump energy up to the upright level, then balance with a PD law.
+
+    With θ measured from upright, the energy E = θ̇²/2 + 15·cos θ (15 = 3g/2l) is 15 at rest upright
+    and dE/dt ∝ θ̇·u, so u ∝ (15 − E)·θ̇ swings the pendulum up. Mean return ≈ −133 (random ≈ −1180).
+    """
+    cos_theta, sin_theta, theta_dot = observations[:, 0], observations[:, 1], observations[:, 2]
+    theta = np.arctan2(sin_theta, cos_theta)
+    energy = 0.5 * theta_dot**2 + 15.0 * cos_theta
+    pump = np.where(np.abs(theta_dot) < 1e-3, 2.0, 2.0 * (15.0 - energy) * theta_dot)
+    balance = -(10.0 * theta + 2.0 * theta_dot)
+    return np.clip(np.where(cos_theta > 0.85, balance, pump), -2.0, 2.0)[:, None]
+
+
+def make_pendulum_scripted(episodes: int = 100, seed: int = 0) -> OfflineDataset:
+    """`gen/pendulum-scripted-v0`: the scripted swing-up expert with Gaussian noise (std 0.5) and 10% random actions."""
+
+    def noisy_expert(observations: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        actions = pendulum_swing_up(observations) + 0.5 * rng.standard_normal((len(observations), 1))
+        random_actions = rng.uniform(-2.0, 2.0, size=actions.shape)
+        return np.clip(np.where(rng.random(actions.shape) < 0.1, random_actions, actions), -2.0, 2.0)
+
+    dataset = collect_episodes("Pendulum-v1", noisy_expert, episodes, seed)
+    dataset.dataset_id = "gen/pendulum-scripted-v0"
+    dataset.metadata["policy"] = np.bytes_("scripted energy-pumping swing-up + PD balance, noise std 0.5, 10% random")
+    return dataset
+
+
+GENERATED_DATASETS: dict[str, Callable[[], OfflineDataset]] = {
+    "pendulum-scripted-v0": make_pendulum_scripted,
+}
+
+
+def make_dataset(dataset_id: str, overwrite: bool = False) -> Path:
+    """Make the generated dataset `gen/<name>` and write it where `load_dataset` looks; returns the path."""
+    name = dataset_id.removeprefix("gen/")
+    if name not in GENERATED_DATASETS:
+        raise ValueError(f"no generator for {dataset_id!r}; known: {', '.join('gen/' + n for n in GENERATED_DATASETS)}")
+    path = dataset_path(f"gen/{name}")
+    if path.exists() and not overwrite:
+        return path
+    GENERATED_DATASETS[name]().save(path)
+    return path

@@ -1,0 +1,318 @@
+"""Networks shared by every family: MLPs, critic ensembles, actors and a VAE.
+
+Critic ensembles (TD3's twin Q, O-DICE's twin V, larger ensembles) are one module whose layers
+hold a weight per member, so the whole ensemble runs as a single batched matmul.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+Activation = type[nn.Module]
+
+
+def mlp(
+    input_dim: int,
+    output_dim: int,
+    hidden_sizes: Sequence[int] = (256, 256),
+    activation: Activation = nn.ReLU,
+    output_activation: Activation | None = None,
+    layer_norm: bool = False,
+) -> nn.Sequential:
+    """A fully connected network; `layer_norm` adds LayerNorm after every hidden linear layer."""
+    layers: list[nn.Module] = []
+    last = input_dim
+    for size in hidden_sizes:
+        layers.append(nn.Linear(last, size))
+        if layer_norm:
+            layers.append(nn.LayerNorm(size))
+        layers.append(activation())
+        last = size
+    layers.append(nn.Linear(last, output_dim))
+    if output_activation is not None:
+        layers.append(output_activation())
+    return nn.Sequential(*layers)
+
+
+class EnsembleLinear(nn.Module):
+    """`ensemble_size` independent linear layers applied as one batched matmul.
+
+    Input `[batch, in]` is shared by every member; input `[ensemble, batch, in]` gives each member its own.
+    Each member is initialised exactly as `nn.Linear` would be.
+    """
+
+    def __init__(self, in_features: int, out_features: int, ensemble_size: int) -> None:
+        super().__init__()
+        self.in_features, self.out_features, self.ensemble_size = in_features, out_features, ensemble_size
+        self.weight = nn.Parameter(torch.empty(ensemble_size, in_features, out_features))
+        self.bias = nn.Parameter(torch.empty(ensemble_size, 1, out_features))
+        bound = 1.0 / math.sqrt(in_features)
+        for member in range(ensemble_size):
+            # nn.Linear's default: kaiming_uniform(a=sqrt(5)) on the [out, in] weight, uniform bias.
+            weight = torch.empty(out_features, in_features)
+            nn.init.kaiming_uniform_(weight, a=math.sqrt(5))
+            self.weight.data[member] = weight.T
+        nn.init.uniform_(self.bias, -bound, bound)
+
+    def forward(self, x: torch.Tensor, member: int | None = None) -> torch.Tensor:
+        """`member` computes that one member only (`[batch, in] -> [batch, out]`)."""
+        if member is not None:
+            return torch.addmm(self.bias[member], x, self.weight[member])
+        if x.dim() == 2:
+            return torch.matmul(x, self.weight) + self.bias  # broadcasts to [ensemble, batch, out]
+        return torch.baddbmm(self.bias, x, self.weight)
+
+    def extra_repr(self) -> str:
+        return f"in={self.in_features}, out={self.out_features}, ensemble={self.ensemble_size}"
+
+
+class EnsembleLayerNorm(nn.Module):
+    """LayerNorm with a separate gain and bias per ensemble member."""
+
+    def __init__(self, size: int, ensemble_size: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(ensemble_size, 1, size))
+        self.bias = nn.Parameter(torch.zeros(ensemble_size, 1, size))
+
+    def forward(self, x: torch.Tensor, member: int | None = None) -> torch.Tensor:
+        normalized = F.layer_norm(x, x.shape[-1:])
+        if member is not None:
+            return normalized * self.weight[member] + self.bias[member]
+        return normalized * self.weight + self.bias
+
+
+class EnsembleMLP(nn.Module):
+    """An ensemble of identically shaped MLPs computed together: `[batch, in] -> [ensemble, batch, out]`."""
+
+    def __init__(
+        self,
+        input_dim: int,
+        output_dim: int,
+        ensemble_size: int,
+        hidden_sizes: Sequence[int] = (256, 256),
+        activation: Activation = nn.ReLU,
+        layer_norm: bool = False,
+    ) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        last = input_dim
+        for size in hidden_sizes:
+            layers.append(EnsembleLinear(last, size, ensemble_size))
+            if layer_norm:
+                layers.append(EnsembleLayerNorm(size, ensemble_size))
+            layers.append(activation())
+            last = size
+        layers.append(EnsembleLinear(last, output_dim, ensemble_size))
+        self.layers = nn.ModuleList(layers)
+        self.ensemble_size = ensemble_size
+
+    def forward(self, x: torch.Tensor, member: int | None = None) -> torch.Tensor:
+        """All members `[ensemble, batch, out]`, or one `member` alone `[batch, out]`."""
+        for layer in self.layers:
+            x = layer(x, member) if isinstance(layer, EnsembleLinear | EnsembleLayerNorm) else layer(x)
+        return x
+
+
+class EnsembleCritic(nn.Module):
+    """`num_critics` Q-functions Q(s, a) as one module: returns `[num_critics, batch]`."""
+
+    def __init__(
+        self,
+        observation_dim: int,
+        action_dim: int,
+        hidden_sizes: Sequence[int] = (256, 256),
+        num_critics: int = 2,
+        layer_norm: bool = False,
+    ) -> None:
+        super().__init__()
+        self.q = EnsembleMLP(observation_dim + action_dim, 1, num_critics, hidden_sizes, layer_norm=layer_norm)
+
+    def forward(self, observations: torch.Tensor, actions: torch.Tensor, member: int | None = None) -> torch.Tensor:
+        """Q-values `[num_critics, batch]`, or `[batch]` of one `member`."""
+        return self.q(torch.cat([observations, actions], dim=-1), member).squeeze(-1)
+
+
+class EnsembleValue(nn.Module):
+    """`num_values` state-value functions V(s) as one module: returns `[num_values, batch]`."""
+
+    def __init__(
+        self,
+        observation_dim: int,
+        hidden_sizes: Sequence[int] = (256, 256),
+        num_values: int = 2,
+        layer_norm: bool = False,
+    ) -> None:
+        super().__init__()
+        self.v = EnsembleMLP(observation_dim, 1, num_values, hidden_sizes, layer_norm=layer_norm)
+
+    def forward(self, observations: torch.Tensor, member: int | None = None) -> torch.Tensor:
+        """Values `[num_values, batch]`, or `[batch]` of one `member`."""
+        return self.v(observations, member).squeeze(-1)
+
+
+class ObservationNormalizer(nn.Module):
+    """`(x − mean) / std` with statistics stored as buffers, so they are saved with the agent."""
+
+    def __init__(self, observation_dim: int) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(observation_dim))
+        self.register_buffer("std", torch.ones(observation_dim))
+
+    def set_statistics(self, mean: torch.Tensor | Sequence[float], std: torch.Tensor | Sequence[float]) -> None:
+        """Use these statistics from now on."""
+        self.mean.copy_(torch.as_tensor(mean, dtype=torch.float32))
+        self.std.copy_(torch.as_tensor(std, dtype=torch.float32))
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        return (observations - self.mean) / self.std
+
+
+class ActionScaler(nn.Module):
+    """Maps actions between the squashed range [-1, 1] and a Box's [low, high]."""
+
+    def __init__(self, low: torch.Tensor | Sequence[float], high: torch.Tensor | Sequence[float]) -> None:
+        super().__init__()
+        low_t = torch.as_tensor(low, dtype=torch.float32)
+        high_t = torch.as_tensor(high, dtype=torch.float32)
+        self.register_buffer("scale", (high_t - low_t) / 2.0)
+        self.register_buffer("bias", (high_t + low_t) / 2.0)
+
+    def forward(self, squashed: torch.Tensor) -> torch.Tensor:
+        return squashed * self.scale + self.bias
+
+    def inverse(self, actions: torch.Tensor) -> torch.Tensor:
+        """From [low, high] back to [-1, 1]."""
+        return (actions - self.bias) / self.scale
+
+
+class DeterministicActor(nn.Module):
+    """TD3-style policy: an MLP with a tanh output scaled to the action bounds."""
+
+    def __init__(
+        self,
+        observation_dim: int,
+        action_low: torch.Tensor | Sequence[float],
+        action_high: torch.Tensor | Sequence[float],
+        hidden_sizes: Sequence[int] = (256, 256),
+    ) -> None:
+        super().__init__()
+        self.scaler = ActionScaler(action_low, action_high)
+        self.net = mlp(observation_dim, self.scaler.scale.numel(), hidden_sizes, output_activation=nn.Tanh)
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        return self.scaler(self.net(observations))
+
+
+class TanhGaussianActor(nn.Module):
+    """SAC-style policy: a Gaussian squashed by tanh and scaled to the action bounds."""
+
+    def __init__(
+        self,
+        observation_dim: int,
+        action_low: torch.Tensor | Sequence[float],
+        action_high: torch.Tensor | Sequence[float],
+        hidden_sizes: Sequence[int] = (256, 256),
+        log_std_bounds: tuple[float, float] = (-5.0, 2.0),
+    ) -> None:
+        super().__init__()
+        self.scaler = ActionScaler(action_low, action_high)
+        action_dim = self.scaler.scale.numel()
+        self.trunk = mlp(observation_dim, hidden_sizes[-1], hidden_sizes[:-1], output_activation=nn.ReLU)
+        self.head = nn.Linear(hidden_sizes[-1], 2 * action_dim)
+        self.log_std_bounds = log_std_bounds
+
+    def distribution(self, observations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Mean and log-std of the Gaussian before squashing."""
+        mean, log_std = self.head(self.trunk(observations)).chunk(2, dim=-1)
+        low, high = self.log_std_bounds
+        log_std = low + 0.5 * (high - low) * (torch.tanh(log_std) + 1.0)  # smooth clamp, as CleanRL's SAC
+        return mean, log_std
+
+    def forward(self, observations: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+        """A reparameterised action in the env's bounds and its log-density."""
+        mean, log_std = self.distribution(observations)
+        std = log_std.exp()
+        pre_tanh = mean if deterministic else mean + std * torch.randn_like(mean)
+        squashed = torch.tanh(pre_tanh)
+        log_prob = gaussian_log_prob(pre_tanh, mean, log_std) - tanh_log_det_jacobian(pre_tanh)
+        log_prob = log_prob - self.scaler.scale.log().sum()
+        return self.scaler(squashed), log_prob
+
+    def log_prob(self, observations: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Log-density of given in-bounds actions (clipped away from the tanh asymptotes)."""
+        mean, log_std = self.distribution(observations)
+        squashed = self.scaler.inverse(actions).clamp(-1.0 + 1e-6, 1.0 - 1e-6)
+        pre_tanh = torch.atanh(squashed)
+        log_prob = gaussian_log_prob(pre_tanh, mean, log_std) - tanh_log_det_jacobian(pre_tanh)
+        return log_prob - self.scaler.scale.log().sum()
+
+
+def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    """Log-density of a diagonal Gaussian, summed over the last dimension."""
+    z = (x - mean) * torch.exp(-log_std)
+    return (-0.5 * z.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+
+def tanh_log_det_jacobian(pre_tanh: torch.Tensor) -> torch.Tensor:
+    """log |d tanh(u)/du| summed over the last dimension, in a numerically stable form."""
+    return (2.0 * (math.log(2.0) - pre_tanh - F.softplus(-2.0 * pre_tanh))).sum(-1)
+
+
+class VAE(nn.Module):
+    """BCQ-style conditional VAE of actions given states, decoding through a tanh to the action bounds."""
+
+    def __init__(
+        self,
+        observation_dim: int,
+        action_low: torch.Tensor | Sequence[float],
+        action_high: torch.Tensor | Sequence[float],
+        latent_dim: int | None = None,
+        hidden_sizes: Sequence[int] = (750, 750),
+        log_std_bounds: tuple[float, float] = (-4.0, 15.0),
+    ) -> None:
+        super().__init__()
+        self.scaler = ActionScaler(action_low, action_high)
+        action_dim = self.scaler.scale.numel()
+        self.latent_dim = latent_dim or 2 * action_dim
+        self.encoder = mlp(observation_dim + action_dim, 2 * self.latent_dim, hidden_sizes)
+        self.decoder = mlp(observation_dim + self.latent_dim, action_dim, hidden_sizes, output_activation=nn.Tanh)
+        self.log_std_bounds = log_std_bounds
+
+    def forward(
+        self, observations: torch.Tensor, actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Reconstruction of `actions`, and the posterior's mean and std."""
+        mean, log_std = self.encoder(torch.cat([observations, actions], dim=-1)).chunk(2, dim=-1)
+        std = log_std.clamp(*self.log_std_bounds).exp()
+        latent = mean + std * torch.randn_like(std)
+        return self.decode(observations, latent), mean, std
+
+    def decode(self, observations: torch.Tensor, latent: torch.Tensor | None = None) -> torch.Tensor:
+        """Decode a latent (by default a prior sample clipped to [-0.5, 0.5], as BCQ does) into an action."""
+        if latent is None:
+            shape = (*observations.shape[:-1], self.latent_dim)
+            latent = torch.randn(shape, device=observations.device).clamp(-0.5, 0.5)
+        return self.scaler(self.decoder(torch.cat([observations, latent], dim=-1)))
+
+    @staticmethod
+    def kl_divergence(mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+        """KL(q(z|s,a) || N(0, I)) per sample, summed over latent dimensions."""
+        return 0.5 * (mean.pow(2) + std.pow(2) - 1.0 - 2.0 * std.log()).sum(-1)
+
+
+@torch.no_grad()
+def polyak_update(target: nn.Module, source: nn.Module, tau: float) -> None:
+    """target ← (1 − tau)·target + tau·source, for every parameter, in one fused call."""
+    target_params = list(target.parameters())
+    torch._foreach_lerp_(target_params, list(source.parameters()), tau)
+
+
+def freeze(modules: Iterable[nn.Module]) -> None:
+    """Turn off gradients of target networks."""
+    for module in modules:
+        module.requires_grad_(False)

@@ -1,0 +1,178 @@
+"""The loop every offline agent shares: sample, `update`, log, evaluate, checkpoint, resume.
+
+A method subclasses `OfflineAgent` and writes `update(batch) -> metrics` (and, if it needs
+dataset-derived state such as normalisation statistics, `prepare(dataset)`); `fit` does the rest.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from policylab.core.agent import (
+    Agent,
+    AgentConfig,
+    config_to_dict,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
+from policylab.core.buffers import ReplayBuffer, TransitionBatch
+from policylab.core.data import OfflineDataset
+from policylab.core.envs import make_env
+from policylab.core.evaluation import EvaluationResult, evaluate
+from policylab.core.logging import MetricAccumulator, MetricLogger, plot_learning_curve, progress_bar
+from policylab.core.runs import RunDirectory
+
+
+def spaces_for_dataset(dataset: OfflineDataset) -> tuple[gym.spaces.Box, gym.spaces.Box]:
+    """Observation and action spaces for a dataset: its environment's when known, else read from the data."""
+    if dataset.env_id is not None:
+        env = make_env(dataset.env_id)
+        observation_space, action_space = env.observation_space, env.action_space
+        env.close()
+        if observation_space.shape != (dataset.observation_dim,) or action_space.shape != (dataset.action_dim,):
+            raise ValueError(
+                f"dataset {dataset.dataset_id} has observations of size {dataset.observation_dim} and actions of size "
+                f"{dataset.action_dim}, but {dataset.env_id} has {observation_space.shape} and {action_space.shape}: "
+                "set the dataset's env_id to the task it was collected on"
+            )
+        return observation_space, action_space
+    if np.abs(dataset.actions).max() > 1.0:
+        raise ValueError(
+            "dataset has no env_id and actions outside [-1, 1], so the action bounds are unknown: set "
+            "dataset.env_id, or build the agent with explicit spaces: Agent(observation_space, action_space, config)"
+        )
+    observation_space = gym.spaces.Box(-np.inf, np.inf, (dataset.observation_dim,), np.float32)
+    return observation_space, gym.spaces.Box(-1.0, 1.0, (dataset.action_dim,), np.float32)
+
+
+class OfflineAgent(Agent):
+    """An agent trained from a fixed dataset; subclasses implement `update`."""
+
+    config_class = AgentConfig
+
+    @classmethod
+    def from_dataset(cls, dataset: OfflineDataset, config: AgentConfig | None = None) -> OfflineAgent:
+        """An untrained agent whose spaces match the dataset."""
+        observation_space, action_space = spaces_for_dataset(dataset)
+        return cls(observation_space, action_space, config)
+
+    def prepare(self, dataset: OfflineDataset) -> ReplayBuffer:
+        """Compute dataset-derived state and return the buffer `fit` samples from (called once per `fit`)."""
+        return ReplayBuffer.from_dataset(dataset, device=self.device, seed=self.config.seed)
+
+    def update(self, batch: TransitionBatch) -> dict[str, torch.Tensor]:
+        """One training step of the method on a batch; returns its metrics as detached tensors."""
+        raise NotImplementedError
+
+    def fit(
+        self,
+        dataset: OfflineDataset,
+        steps: int,
+        eval_env: str | None = None,
+        eval_every: int = 5000,
+        eval_episodes: int = 10,
+        log_every: int = 1000,
+        checkpoint_every: int | None = None,
+        run_dir: str | os.PathLike | None = None,
+        resume: bool = False,
+        progress: bool = True,
+        callback: Callable[[int], None] | None = None,
+    ) -> EvaluationResult | None:
+        """Train for `steps` updates in total; returns the final evaluation (None without `eval_env`).
+
+        With `run_dir`, the run keeps its config, metrics, checkpoints every `checkpoint_every`
+        updates (default `eval_every`), final agent and evaluation there; `resume=True` continues a
+        killed run from its last checkpoint and ends exactly where an uninterrupted run would.
+        `callback(step)` is called after every update.
+        """
+        eval_env = eval_env or dataset.env_id
+        checkpoint_every = checkpoint_every or eval_every
+        buffer = self.prepare(dataset)
+        batch_size = getattr(self.config, "batch_size", 256)
+        run = RunDirectory(run_dir) if run_dir is not None else None
+        logger = MetricLogger(run.path) if run is not None else None
+        settings = {
+            "dataset": dataset.dataset_id,
+            "steps": steps,
+            "eval_env": eval_env,
+            "eval_every": eval_every,
+            "eval_episodes": eval_episodes,
+        }
+        start = 0
+        if run is not None:
+            start = self._start_or_resume(run, buffer, logger, settings, resume)
+        accumulator = MetricAccumulator()
+        result: EvaluationResult | None = None
+        with progress_bar(steps, initial=start, description=type(self).__name__, enabled=progress) as bar:
+            for step in range(start + 1, steps + 1):
+                accumulator.add(self.update(buffer.sample(batch_size)))
+                if callback is not None:
+                    callback(step)
+                metrics: dict[str, float] = {}
+                if step % log_every == 0 or step == steps:
+                    metrics.update(accumulator.means())
+                if eval_env is not None and (step % eval_every == 0 or step == steps):
+                    result = self.evaluate(eval_env, eval_episodes)
+                    metrics.update(result.metrics())
+                    bar.set_postfix(eval_return=f"{result.return_mean:.1f}")
+                if logger is not None and metrics:
+                    logger.log(step, metrics)
+                if run is not None and (step % checkpoint_every == 0 or step == steps):
+                    self._save_training_checkpoint(run, buffer, step)
+                bar.update(1)
+        if run is not None:
+            self._finish(run, logger, result)
+        return result
+
+    def evaluate(self, env_id: str, episodes: int = 10) -> EvaluationResult:
+        """Deterministic evaluation; environments are seeded with `config.seed + 100` (as TD3+BC's authors do)."""
+        return evaluate(self, env_id, episodes=episodes, seed=self.config.seed + 100)
+
+    # -- run directory ----------------------------------------------------------------------------
+
+    def _start_or_resume(
+        self, run: RunDirectory, buffer: ReplayBuffer, logger: MetricLogger, settings: dict, resume: bool
+    ) -> int:
+        config = {"algorithm": self.algorithm_name, "agent": config_to_dict(self.config), "fit": settings}
+        if run.checkpoint.exists():
+            if not resume:
+                raise FileExistsError(
+                    f"{run.path} already holds a run: pass resume=True (--resume) to continue it, "
+                    "or choose another run directory"
+                )
+            recorded = run.read_json("config.json")
+            if recorded["agent"] != config["agent"] or recorded["algorithm"] != config["algorithm"]:
+                raise ValueError(
+                    f"cannot resume {run.path}: it was started with a different configuration "
+                    f"({recorded['agent']} vs {config['agent']})"
+                )
+            payload = load_checkpoint(run.checkpoint)
+            self.load_state_dict(payload["agent"])
+            buffer.generator.set_state(payload["training"]["buffer_generator"])
+            set_rng_state(payload["training"]["rng"])
+            step = int(payload["training"]["step"])
+            logger.truncate_after(step)
+            run.write_json("config.json", config)
+            return step
+        run.write_json("config.json", config)
+        return 0
+
+    def _save_training_checkpoint(self, run: RunDirectory, buffer: ReplayBuffer, step: int) -> None:
+        payload = self.checkpoint_payload()
+        payload["training"] = {"step": step, "rng": rng_state(), "buffer_generator": buffer.generator.get_state()}
+        save_checkpoint(payload, run.checkpoint)
+
+    def _finish(self, run: RunDirectory, logger: MetricLogger, result: EvaluationResult | None) -> None:
+        self.save(run.final_agent)
+        if result is not None:
+            run.write_json("evaluation.json", result.to_dict())
+        logger.close()
+        plot_learning_curve(run.path)
+
