@@ -6,7 +6,6 @@
     policylab data make gen/pendulum-scripted-v0
 """
 
-from __future__ import annotations
 
 import dataclasses
 import json
@@ -156,12 +155,15 @@ def main(args: list[str] | None = None) -> None:
         else:
             print(json.dumps(load_dataset(command.dataset).summary(), indent=2, default=str))
 
-    tyro.extras.subcommand_cli_from_dict(
-        {"train": train, "eval": eval_, "data": data},
-        prog="policylab",
-        description=f"policylab {policylab.__version__}: reinforcement learning for control research.",
-        args=args,
-    )
+    try:
+        tyro.extras.subcommand_cli_from_dict(
+            {"train": train, "eval": eval_, "data": data},
+            prog="policylab",
+            description=f"policylab {policylab.__version__}: reinforcement learning for control research.",
+            args=args,
+        )
+    except (ValueError, FileNotFoundError, FileExistsError) as error:  # bad input: say what and how to fix it
+        raise SystemExit(f"policylab: error: {error}") from None
 
 
 if __name__ == "__main__":

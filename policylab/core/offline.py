@@ -6,6 +6,7 @@ dataset-derived state such as normalisation statistics, `prepare(dataset)`); `fi
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable
 
@@ -147,11 +148,13 @@ class OfflineAgent(Agent):
                     f"{run.path} already holds a run: pass resume=True (--resume) to continue it, "
                     "or choose another run directory"
                 )
-            recorded = run.read_json("config.json")
-            if recorded["agent"] != config["agent"] or recorded["algorithm"] != config["algorithm"]:
+            recorded, current = run.read_json("config.json"), json.loads(json.dumps(config))
+            recorded["agent"].pop("device", None)  # a run may continue on another device
+            current["agent"].pop("device", None)
+            if (recorded["algorithm"], recorded["agent"]) != (current["algorithm"], current["agent"]):
                 raise ValueError(
                     f"cannot resume {run.path}: it was started with a different configuration "
-                    f"({recorded['agent']} vs {config['agent']})"
+                    f"({recorded['agent']} vs {current['agent']})"
                 )
             payload = load_checkpoint(run.checkpoint)
             self.load_state_dict(payload["agent"])

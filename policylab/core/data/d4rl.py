@@ -11,15 +11,19 @@ import h5py
 import numpy as np
 
 from policylab.core.data.dataset import (
+    FLAG_KEYS,
     TRANSITION_KEYS,
     DatasetError,
     DatasetNotFoundError,
     OfflineDataset,
-    _as_flags,
+    as_flags,
+    as_float32,
+    first_non_finite,
 )
 from policylab.core.data.scores import env_id_for_dataset
 
-REQUIRED_KEYS = ("observations", "actions", "rewards", "terminals", "timeouts")
+REQUIRED_KEYS = ("observations", "actions", "rewards", "terminals")
+OPTIONAL_KEYS = ("next_observations", "timeouts")
 GROUPS = ("infos", "metadata")
 ENV_ID_ATTR = "policylab_env_id"
 DATASET_ID_ATTR = "policylab_dataset_id"
@@ -68,7 +72,8 @@ def load_hdf5(
     `next_observations` (older D4RL files) get it rebuilt as D4RL's `qlearning_dataset` does:
     next_observations[i] = observations[i + 1], dropping every timeout step and the very last
     step. A kept step whose successor was a dropped timeout is marked as a timeout itself, so
-    episode boundaries survive.
+    episode boundaries survive. Files with `next_observations` but no `timeouts` (e.g. saved
+    `qlearning_dataset` output) load with no timeouts set.
     """
     path = Path(path)
     if not path.is_file():
@@ -76,8 +81,9 @@ def load_hdf5(
     try:
         with h5py.File(path, "r") as file:
             arrays = {key: _read_transition_array(file, key, path) for key in REQUIRED_KEYS}
-            if "next_observations" in file:
-                arrays["next_observations"] = _read_transition_array(file, "next_observations", path)
+            arrays.update(
+                {key: _read_transition_array(file, key, path) for key in OPTIONAL_KEYS if key in file}
+            )
             infos = _read_group(file["infos"]) if "infos" in file else {}
             metadata = _read_group(file["metadata"]) if "metadata" in file else {}
             extras = _read_extras(file)
@@ -91,6 +97,8 @@ def load_hdf5(
     if env_id is None and dataset_id is not None:
         env_id = env_id_for_dataset(dataset_id)
     try:
+        if "timeouts" not in arrays:
+            arrays["timeouts"] = _timeouts_for_file_without_them(arrays)
         if "next_observations" not in arrays:
             arrays, infos = _rebuild_next_observations(arrays, infos)
         return OfflineDataset(
@@ -106,12 +114,22 @@ def _read_transition_array(file: h5py.File, key: str, path: Path) -> np.ndarray:
     if not isinstance(item, h5py.Dataset):
         raise DatasetError(
             f"{path} has no '{key}' dataset at its root: a D4RL-layout file needs "
-            f"{', '.join(REQUIRED_KEYS)} (and optionally next_observations); add it or pick another file"
+            f"{', '.join(REQUIRED_KEYS)} and timeouts or next_observations; add it or pick another file"
         )
     array = np.asarray(item[()])
     if key in ("rewards", "terminals", "timeouts") and array.ndim == 2 and array.shape[1] == 1:
         array = array[:, 0]
     return array
+
+
+def _timeouts_for_file_without_them(arrays: dict[str, np.ndarray]) -> np.ndarray:
+    """All-false timeouts when the transitions are complete; without next_observations, an error."""
+    if "next_observations" not in arrays:
+        raise DatasetError(
+            "no 'timeouts' and no 'next_observations' dataset: next_observations cannot be rebuilt "
+            "without knowing where time limits cut episodes; add a timeouts array to the file"
+        )
+    return np.zeros(len(arrays["rewards"]), dtype=bool)
 
 
 def _read_group(group: h5py.Group, prefix: str = "") -> dict[str, Any]:
@@ -142,8 +160,12 @@ def _read_extras(file: h5py.File) -> dict[str, Any]:
 def _rebuild_next_observations(
     arrays: dict[str, np.ndarray], infos: dict[str, Any]
 ) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-    """Rebuilds next_observations from observations[i + 1] the way D4RL's `qlearning_dataset` does."""
+    """Rebuilds next_observations from observations[i + 1] the way D4RL's `qlearning_dataset` does.
+
+    The file's arrays are checked first, so errors name rows of the file, not of the result.
+    """
     n = len(arrays["observations"])
+    checked = {}
     for key, array in arrays.items():
         ndim = 2 if key in ("observations", "actions") else 1
         if np.ndim(array) != ndim or len(array) != n:
@@ -151,16 +173,22 @@ def _rebuild_next_observations(
                 f"{key} has shape {np.shape(array)} but observations has {n} rows: "
                 f"{key} needs {ndim} dimension(s) and one row per transition"
             )
-    terminals = _as_flags("terminals", arrays["terminals"])
-    timeouts = _as_flags("timeouts", arrays["timeouts"])
+        if key in FLAG_KEYS:
+            checked[key] = as_flags(key, array)
+            continue
+        checked[key] = as_float32(key, array)
+        problem = first_non_finite(key, checked[key])
+        if problem:
+            raise DatasetError(problem)
+    observations, terminals, timeouts = checked["observations"], checked["terminals"], checked["timeouts"]
     keep = ~timeouts
     keep[-1:] = False  # the last step has no successor
     kept = np.flatnonzero(keep)
     rebuilt = {
-        "observations": arrays["observations"][kept],
-        "actions": arrays["actions"][kept],
-        "rewards": arrays["rewards"][kept],
-        "next_observations": arrays["observations"][kept + 1],
+        "observations": observations[kept],
+        "actions": checked["actions"][kept],
+        "rewards": checked["rewards"][kept],
+        "next_observations": observations[kept + 1],
         "terminals": terminals[kept],
         "timeouts": timeouts[kept + 1] & ~terminals[kept],
     }

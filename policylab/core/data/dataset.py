@@ -40,15 +40,19 @@ class Episode:
         return self.stop - self.start
 
 
-def _as_float32(key: str, values: Any) -> np.ndarray:
+def as_float32(key: str, values: Any) -> np.ndarray:
     """Returns `values` as a float32 array; integers, bools and other floats are converted."""
     array = np.asarray(values)
-    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer) or array.dtype == bool):
+    if not (
+        np.issubdtype(array.dtype, np.floating)
+        or np.issubdtype(array.dtype, np.integer)
+        or array.dtype == bool
+    ):
         raise DatasetError(f"{key} has dtype {array.dtype}: pass real numbers (float32 preferred)")
     return array.astype(np.float32, copy=False)
 
 
-def _as_flags(key: str, values: Any) -> np.ndarray:
+def as_flags(key: str, values: Any) -> np.ndarray:
     """Returns `values` as a bool array; only bools and the numbers 0 and 1 are accepted."""
     array = np.asarray(values)
     if array.dtype == bool:
@@ -65,7 +69,7 @@ def _as_flags(key: str, values: Any) -> np.ndarray:
     return array.astype(bool)
 
 
-def _first_non_finite(key: str, array: np.ndarray) -> str | None:
+def first_non_finite(key: str, array: np.ndarray) -> str | None:
     """Describes the first nan/inf entry of `array`, or returns None when all are finite."""
     bad = np.flatnonzero(~np.isfinite(array))
     if not bad.size:
@@ -80,23 +84,26 @@ def _first_non_finite(key: str, array: np.ndarray) -> str | None:
 class OfflineDataset:
     """Transitions of a fixed dataset in D4RL's layout, checked on construction."""
 
-    observations: np.ndarray
-    actions: np.ndarray
-    rewards: np.ndarray
-    next_observations: np.ndarray
-    terminals: np.ndarray
-    timeouts: np.ndarray
+    observations: np.ndarray  # [N, obs_dim] float32
+    actions: np.ndarray  # [N, act_dim] float32
+    rewards: np.ndarray  # [N] float32
+    next_observations: np.ndarray  # [N, obs_dim] float32
+    terminals: np.ndarray  # [N] bool: the environment ended the episode (no bootstrap)
+    timeouts: np.ndarray  # [N] bool: a time limit cut the episode (bootstrap)
+    # The file's `infos/` group, one row per transition, keyed by path inside the group ("qpos", "a/b").
     infos: dict[str, np.ndarray] = field(default_factory=dict)
+    # The file's `metadata/` group keyed the same way; values as h5py returns them (str comes back as bytes).
     metadata: dict[str, Any] = field(default_factory=dict)
+    # Any other datasets of the file, kept so that saving writes them back.
     extras: dict[str, np.ndarray] = field(default_factory=dict)
-    env_id: str | None = None
-    dataset_id: str | None = None
+    env_id: str | None = None  # Gymnasium id to evaluate on, e.g. "Hopper-v5"
+    dataset_id: str | None = None  # e.g. "d4rl/hopper-medium-v2", "gen/hopper-medium-v0"
 
     def __post_init__(self) -> None:
         for key in FLOAT_KEYS:
-            setattr(self, key, _as_float32(key, getattr(self, key)))
+            setattr(self, key, as_float32(key, getattr(self, key)))
         for key in FLAG_KEYS:
-            setattr(self, key, _as_flags(key, getattr(self, key)))
+            setattr(self, key, as_flags(key, getattr(self, key)))
         self.infos = {key: np.asarray(value) for key, value in self.infos.items()}
         self.validate()
 
@@ -134,7 +141,7 @@ class OfflineDataset:
                     "infos hold one row per transition; move other data to metadata"
                 )
         for key in FLOAT_KEYS:
-            problem = _first_non_finite(key, getattr(self, key))
+            problem = first_non_finite(key, getattr(self, key))
             if problem:
                 raise DatasetError(problem)
         both = np.flatnonzero(self.terminals & self.timeouts)
@@ -178,7 +185,7 @@ class OfflineDataset:
                 terminated=bool(self.terminals[stop - 1]),
                 truncated=bool(self.timeouts[stop - 1]),
             )
-            for start, stop, episode_return in zip(starts, stops, returns)
+            for start, stop, episode_return in zip(starts, stops, returns, strict=True)
         ]
 
     def episode_returns(self) -> np.ndarray:
@@ -187,9 +194,8 @@ class OfflineDataset:
 
     def state_statistics(self, eps: float = 1e-3) -> tuple[np.ndarray, np.ndarray]:
         """Mean and standard deviation (+ eps) of the observations, float32 of shape [obs_dim]."""
-        observations = self.observations.astype(np.float64)
-        mean = observations.mean(axis=0)
-        std = observations.std(axis=0) + eps
+        mean = self.observations.mean(axis=0, dtype=np.float64)
+        std = self.observations.std(axis=0, dtype=np.float64) + eps
         return mean.astype(np.float32), std.astype(np.float32)
 
     def as_tensors(self, device: str | torch.device = "cpu") -> dict[str, torch.Tensor]:

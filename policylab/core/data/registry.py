@@ -41,7 +41,7 @@ D4RL_FILE_NAMES = {
     "antmaze-medium-play-v2": "Ant_maze_big-maze_noisy_multistart_True_multigoal_False_sparse_fixed.hdf5",
     "antmaze-medium-diverse-v2": "Ant_maze_big-maze_noisy_multistart_True_multigoal_True_sparse_fixed.hdf5",
     "antmaze-large-play-v2": "Ant_maze_hardest-maze_noisy_multistart_True_multigoal_False_sparse_fixed.hdf5",
-    "antmaze-large-diverse-v2": "Ant_maze_hardest-maze_noisy_multistart_True_multigoal_True_sparse_fixed.hdf5",
+    "antmaze-large-diverse-v2": "Ant_maze_hardest-maze_noisy_multistart_True_multigoal_True_sparse_fixed.hdf5",  # noqa: E501
 }
 
 
@@ -81,9 +81,7 @@ def dataset_path(dataset_id: str) -> Path:
             raise DatasetError(
                 f"D4RL id {dataset_id!r} has no version: D4RL ids end in -v<k>, e.g. d4rl/hopper-medium-v2"
             )
-        file_name = D4RL_FILE_NAMES.get(
-            name, f"{match['stem'].replace('-', '_')}-v{match['version']}.hdf5"
-        )
+        file_name = D4RL_FILE_NAMES.get(name, f"{match['stem'].replace('-', '_')}-v{match['version']}.hdf5")
         return d4rl_dataset_dir() / file_name
     if dataset_id.startswith(GENERATED_PREFIX):
         return generated_dataset_dir() / f"{dataset_id.removeprefix(GENERATED_PREFIX)}.hdf5"

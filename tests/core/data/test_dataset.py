@@ -6,7 +6,7 @@ from policylab.core.data import DatasetError, Episode, OfflineDataset
 
 
 def make_arrays() -> dict[str, np.ndarray]:
-    """Seven transitions: an episode ending in a terminal at 2, one cut by a timeout at 4, an unfinished tail."""
+    """Seven transitions: a terminal at step 2, a timeout at step 4, then an unfinished tail."""
     observations = np.stack([np.arange(7.0), np.full(7, 5.0)], axis=1)
     return {
         "observations": observations,
@@ -55,7 +55,14 @@ def test_state_statistics():
 
 def test_as_tensors():
     tensors = OfflineDataset(**make_arrays()).as_tensors("cpu")
-    assert set(tensors) == {"observations", "actions", "rewards", "next_observations", "terminals", "timeouts"}
+    assert set(tensors) == {
+        "observations",
+        "actions",
+        "rewards",
+        "next_observations",
+        "terminals",
+        "timeouts",
+    }
     assert all(tensor.dtype == torch.float32 for tensor in tensors.values())
     assert tensors["terminals"].tolist() == [0, 0, 1, 0, 0, 0, 0]
     assert tensors["timeouts"].tolist() == [0, 0, 0, 0, 1, 0, 0]

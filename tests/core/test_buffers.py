@@ -1,0 +1,85 @@
+"""Replay buffer storage and sampling; GAE against a hand-computed example."""
+
+import numpy as np
+import torch
+
+from policylab.core.buffers import ReplayBuffer, RolloutBuffer, compute_gae
+
+
+def test_replay_buffer_from_dataset_holds_every_transition(random_dataset):
+    buffer = ReplayBuffer.from_dataset(random_dataset, seed=0)
+    assert len(buffer) == len(random_dataset)
+    batch = buffer.sample(4096)
+    # every sampled row is one of the dataset's transitions, columns kept together
+    rows = {tuple(np.round(obs, 5)): i for i, obs in enumerate(random_dataset.observations)}
+    for obs, action, reward, terminal in zip(
+        batch.observations.numpy()[:50], batch.actions.numpy(), batch.rewards.numpy(), batch.terminals.numpy()
+    ):
+        index = rows[tuple(np.round(obs, 5))]
+        np.testing.assert_allclose(action, random_dataset.actions[index])
+        assert reward == random_dataset.rewards[index]
+        assert terminal == float(random_dataset.terminals[index])
+    assert batch.terminals.max() == 1.0  # terminals are carried, timeouts are not terminals
+
+
+def test_replay_buffer_ring_keeps_the_newest_and_is_reproducible():
+    buffer = ReplayBuffer(capacity=5, observation_dim=1, action_dim=1, seed=3)
+    for start in range(0, 8, 2):  # 8 transitions in batches of 2 (like 2 envs)
+        values = np.array([[start], [start + 1]], dtype=np.float32)
+        buffer.add(values, values, values[:, 0], values, np.zeros(2))
+    assert len(buffer) == 5
+    assert sorted(buffer.storage[:, 0].tolist()) == [3.0, 4.0, 5.0, 6.0, 7.0]
+    state = buffer.state_dict()
+    first = buffer.sample(16).observations
+    restored = ReplayBuffer(capacity=5, observation_dim=1, action_dim=1, seed=99)
+    restored.load_state_dict(state)
+    torch.testing.assert_close(restored.sample(16).observations, first)
+
+
+def test_normalize_observations_in_place(random_dataset):
+    buffer = ReplayBuffer.from_dataset(random_dataset)
+    mean, std = random_dataset.state_statistics()
+    buffer.normalize_observations(torch.as_tensor(mean), torch.as_tensor(std))
+    expected = (random_dataset.next_observations - mean) / std
+    np.testing.assert_allclose(buffer.storage[:, 7:11].numpy(), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_gae_hand_computed_with_truncation_and_termination():
+    # step 0 continues, step 1 is truncated (V(final obs) = 10), step 2 terminates, step 3 continues.
+    buffer = RolloutBuffer(steps=4, num_envs=1, observation_shape=(1,), action_shape=(1,))
+    rewards, values = [1.0, 2.0, 3.0, 4.0], [0.5, 1.0, 1.5, 2.0]
+    terminated, truncated, final_values = [0, 0, 1, 0], [0, 1, 0, 0], [0.0, 10.0, 7.0, 0.0]
+    for step in range(4):
+        buffer.add(
+            observations=torch.zeros(1, 1),
+            actions=torch.zeros(1, 1),
+            log_probs=torch.zeros(1),
+            values=torch.tensor([values[step]]),
+            rewards=torch.tensor([rewards[step]]),
+            terminations=torch.tensor([terminated[step]]),
+            truncations=torch.tensor([truncated[step]]),
+            final_values=torch.tensor([final_values[step]]),
+        )
+    buffer.compute_advantages(last_values=torch.tensor([3.0]), gamma=0.9, gae_lambda=0.5)
+    # deltas: 1 + .9·1 − .5 = 1.4;  2 + .9·10 − 1 = 10;  3 − 1.5 = 1.5 (no bootstrap);  4 + .9·3 − 2 = 4.7
+    # A3 = 4.7; A2 = 1.5 (episode ended); A1 = 10 (episode ended); A0 = 1.4 + .45·10 = 5.9
+    torch.testing.assert_close(buffer.advantages[:, 0], torch.tensor([5.9, 10.0, 1.5, 4.7]))
+    torch.testing.assert_close(buffer.returns[:, 0], torch.tensor([6.4, 11.0, 3.0, 6.7]))
+
+
+def test_gae_with_lambda_one_is_the_discounted_return():
+    rewards = torch.tensor([[1.0], [1.0], [1.0]])
+    values = torch.zeros(3, 1)
+    terminations = torch.tensor([[0.0], [0.0], [1.0]])
+    advantages, returns = compute_gae(rewards, values, torch.zeros(3, 1), terminations, torch.zeros(3, 1), 0.5, 1.0)
+    torch.testing.assert_close(returns[:, 0], torch.tensor([1.75, 1.5, 1.0]))
+
+
+def test_rollout_minibatches_cover_the_rollout_once():
+    buffer = RolloutBuffer(steps=3, num_envs=2, observation_shape=(1,), action_shape=(1,))
+    for step in range(3):
+        obs = torch.tensor([[2.0 * step], [2.0 * step + 1]])
+        buffer.add(obs, obs, torch.zeros(2), torch.zeros(2), torch.zeros(2), torch.zeros(2), torch.zeros(2))
+    buffer.compute_advantages(torch.zeros(2), 0.99, 0.95)
+    seen = torch.cat([batch["observations"][:, 0] for batch in buffer.minibatches(4)])
+    assert sorted(seen.tolist()) == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]

@@ -1,0 +1,48 @@
+"""The command line end to end: make data, train, evaluate, inspect."""
+
+import json
+
+import pytest
+
+from policylab.cli import main
+
+
+def test_help_lists_the_commands(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    for command in ("train", "eval", "data"):
+        assert command in out
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "td3bc" in capsys.readouterr().out
+
+
+def test_make_train_eval_and_info(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("POLICYLAB_DATA", str(tmp_path / "data"))
+    main(["data", "make", "gen/pendulum-scripted-v0"])
+    assert (tmp_path / "data" / "datasets" / "pendulum-scripted-v0.hdf5").exists()
+    capsys.readouterr()
+    main(["data", "info", "gen/pendulum-scripted-v0"])
+    info = json.loads(capsys.readouterr().out)
+    assert info["transitions"] == 20000 and info["env_id"] == "Pendulum-v1"
+
+    run_dir = tmp_path / "run"
+    args = ["train", "td3bc", "--dataset", "gen/pendulum-scripted-v0", "--steps", "50", "--eval-every", "25"]
+    main([*args, "--eval-episodes", "2", "--run-dir", str(run_dir), "--no-progress", "--hidden-sizes", "16", "16"])
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["run_dir"] == str(run_dir) and "return_mean" in summary
+    for name in ("config.json", "metrics.csv", "checkpoint.pt", "agent.pt", "evaluation.json"):
+        assert (run_dir / name).exists(), name
+    assert json.loads((run_dir / "config.json").read_text())["agent"]["hidden_sizes"] == [16, 16]
+
+    main(["eval", str(run_dir / "agent.pt"), "--env", "Pendulum-v1", "--episodes", "3"])
+    result = json.loads(capsys.readouterr().out)
+    assert len(result["returns"]) == 3 and result["lengths"] == [200, 200, 200]
+
+
+def test_missing_dataset_is_a_clear_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("POLICYLAB_DATA", str(tmp_path))
+    with pytest.raises(SystemExit, match="policylab data make gen/pendulum-scripted-v0"):
+        main(["train", "td3bc", "--dataset", "gen/pendulum-scripted-v0", "--steps", "1"])
