@@ -129,7 +129,7 @@ def _timeouts_for_file_without_them(arrays: dict[str, np.ndarray]) -> np.ndarray
             "no 'timeouts' and no 'next_observations' dataset: next_observations cannot be rebuilt "
             "without knowing where time limits cut episodes; add a timeouts array to the file"
         )
-    return np.zeros(len(arrays["rewards"]), dtype=bool)
+    return np.zeros(np.shape(arrays["rewards"])[:1], dtype=bool)  # a bad rewards shape is reported later
 
 
 def _read_group(group: h5py.Group, prefix: str = "") -> dict[str, Any]:

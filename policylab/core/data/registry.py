@@ -65,11 +65,6 @@ def _is_file_path(dataset_id_or_path: str) -> bool:
     return dataset_id_or_path.endswith(HDF5_SUFFIXES)
 
 
-def _unknown_id_error(dataset_id: str) -> DatasetError:
-    """The error for an id of no known form, listing the forms accepted."""
-    return DatasetError(f"unknown dataset id {dataset_id!r}; use one of: " + "; ".join(ACCEPTED_FORMS))
-
-
 def dataset_path(dataset_id: str) -> Path:
     """The file (or, for Minari, the folder) a dataset id refers to; it need not exist yet."""
     if _is_file_path(dataset_id):
@@ -87,32 +82,35 @@ def dataset_path(dataset_id: str) -> Path:
         return generated_dataset_dir() / f"{dataset_id.removeprefix(GENERATED_PREFIX)}.hdf5"
     if dataset_id.startswith(MINARI_PREFIX):
         return minari_dataset_dir() / dataset_id.removeprefix(MINARI_PREFIX)
-    raise _unknown_id_error(dataset_id)
+    raise DatasetError(f"unknown dataset id {dataset_id!r}; use one of: " + "; ".join(ACCEPTED_FORMS))
 
 
 def _missing_file_message(dataset_id: str, path: Path) -> str:
-    """Names the path looked at and how to get the file there."""
+    """For a missing d4rl/ or gen/ file: names the path looked at and how to get the file there."""
     if dataset_id.startswith(D4RL_PREFIX):
         return (
             f"D4RL dataset {dataset_id} not found at {path}: put D4RL's file there "
             "or set D4RL_DATASET_DIR to the folder that holds it"
         )
-    if dataset_id.startswith(GENERATED_PREFIX):
-        return (
-            f"generated dataset {dataset_id} not found at {path}: run `policylab data make {dataset_id}` "
-            "(or set POLICYLAB_DATA to the folder whose datasets/ holds it)"
-        )
-    return f"no dataset file at {path}: check the path"
+    from policylab.core.data.generate import GENERATED_DATASETS  # generate.py imports this module
+
+    if dataset_id.removeprefix(GENERATED_PREFIX) not in GENERATED_DATASETS:
+        known = ", ".join(GENERATED_PREFIX + name for name in GENERATED_DATASETS)
+        return f"unknown generated dataset {dataset_id} (nothing at {path}); the library makes: {known}"
+    return (
+        f"generated dataset {dataset_id} not found at {path}: run `policylab data make {dataset_id}` "
+        "(or set POLICYLAB_DATA to the folder whose datasets/ holds it)"
+    )
 
 
 def load_dataset(dataset_id_or_path: str | os.PathLike) -> OfflineDataset:
     """Loads a dataset by id ("d4rl/...", "gen/...", "minari/...") or from an .hdf5/.h5 path."""
     name = os.fspath(dataset_id_or_path)
-    if not _is_file_path(name) and name.startswith(MINARI_PREFIX):
+    if _is_file_path(name):
+        return load_hdf5(Path(name).expanduser())
+    if name.startswith(MINARI_PREFIX):
         return from_minari(name.removeprefix(MINARI_PREFIX))
     path = dataset_path(name)
     if not path.is_file():
         raise DatasetNotFoundError(_missing_file_message(name, path))
-    if _is_file_path(name):
-        return load_hdf5(path)
     return load_hdf5(path, dataset_id=name)

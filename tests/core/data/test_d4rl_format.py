@@ -156,6 +156,27 @@ def test_missing_next_observations_are_rebuilt_like_qlearning_dataset(tmp_path):
     assert dataset.env_id == "Hopper-v5"
 
 
+def test_file_without_timeouts_loads_when_transitions_are_complete(tmp_path):
+    arrays = d4rl_arrays()
+    arrays["next_observations"] = arrays["observations"] + 1
+    del arrays["timeouts"]
+    path = tmp_path / "qlearning.hdf5"
+    write_d4rl_style(path, arrays)
+    dataset = load_hdf5(path)
+    assert len(dataset) == 7 and not dataset.timeouts.any()
+    np.testing.assert_array_equal(dataset.terminals, arrays["terminals"])
+
+
+def test_file_without_timeouts_or_next_observations_is_refused(tmp_path):
+    arrays = d4rl_arrays()
+    del arrays["timeouts"]
+    path = tmp_path / "old.hdf5"
+    write_d4rl_style(path, arrays)
+    with pytest.raises(DatasetError, match="no 'timeouts' and no 'next_observations'") as error:
+        load_hdf5(path)
+    assert str(path) in str(error.value)
+
+
 def test_column_rewards_and_float64_observations_are_accepted(tmp_path):
     arrays = d4rl_arrays()
     arrays["rewards"] = arrays["rewards"].reshape(-1, 1)

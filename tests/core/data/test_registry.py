@@ -105,10 +105,16 @@ def test_missing_d4rl_file_says_where_and_how(data_dirs):
 
 def test_missing_generated_file_names_the_command(data_dirs):
     with pytest.raises(DatasetNotFoundError) as error:
-        load_dataset("gen/hopper-medium-v0")
+        load_dataset("gen/pendulum-scripted-v0")
     message = str(error.value)
-    assert str(data_dirs / "policylab" / "datasets" / "hopper-medium-v0.hdf5") in message
-    assert "policylab data make gen/hopper-medium-v0" in message
+    assert str(data_dirs / "policylab" / "datasets" / "pendulum-scripted-v0.hdf5") in message
+    assert "policylab data make gen/pendulum-scripted-v0" in message
+
+
+def test_unknown_generated_dataset_lists_the_known_ones(data_dirs):
+    with pytest.raises(DatasetNotFoundError, match="gen/pendulum-scripted-v0") as error:
+        load_dataset("gen/no-such-task-v0")
+    assert "unknown generated dataset gen/no-such-task-v0" in str(error.value)
 
 
 def test_missing_path_is_named(tmp_path):
