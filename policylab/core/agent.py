@@ -17,7 +17,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import random
-import tempfile
 import types
 import typing
 from collections.abc import Mapping
@@ -28,6 +27,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
+
+from policylab.core.files import atomic_write
 
 CHECKPOINT_FORMAT = "policylab-agent/1"
 AgentType = TypeVar("AgentType", bound="Agent")
@@ -177,27 +178,6 @@ def space_from_dict(values: Mapping[str, Any]) -> gym.Space:
 
 # ---------------------------------------------------------------------------------------------
 # Atomic files
-
-
-def atomic_write(path: str | os.PathLike, write: typing.Callable[[typing.BinaryIO], None]) -> None:
-    """Write a file so that readers see the old or the new content, never a torn one (write, fsync, rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            write(file)
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
 
 
 def save_checkpoint(payload: Mapping[str, Any], path: str | os.PathLike) -> None:

@@ -16,7 +16,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from policylab.core.agent import atomic_write
+from policylab.core.files import atomic_write
 
 
 class RunDirectory:

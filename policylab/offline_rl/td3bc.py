@@ -18,7 +18,14 @@ from torch.nn import functional as F
 from policylab.core.agent import AgentConfig, register_agent
 from policylab.core.buffers import ReplayBuffer, TransitionBatch
 from policylab.core.data import OfflineDataset
-from policylab.core.nets import DeterministicActor, EnsembleCritic, ObservationNormalizer, freeze, polyak_update
+from policylab.core.nets import (
+    DeterministicActor,
+    EnsembleCritic,
+    ObservationNormalizer,
+    adam,
+    freeze,
+    polyak_update,
+)
 from policylab.core.offline import OfflineAgent
 
 
@@ -67,8 +74,8 @@ class TD3BC(OfflineAgent):
         self.actor_target = copy.deepcopy(self.actor)
         self.critic_target = copy.deepcopy(self.critic)
         freeze([self.actor_target, self.critic_target])
-        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr)
-        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr)
+        self.actor_optimizer = adam(self.actor.parameters(), lr=cfg.actor_lr)
+        self.critic_optimizer = adam(self.critic.parameters(), lr=cfg.critic_lr)
 
     def prepare(self, dataset: OfflineDataset) -> ReplayBuffer:
         """Record the dataset's state statistics and normalise the buffer's states with them."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +20,7 @@ from policylab.core.data.dataset import (
     first_non_finite,
 )
 from policylab.core.data.scores import env_id_for_dataset
+from policylab.core.files import atomic_path
 
 REQUIRED_KEYS = ("observations", "actions", "rewards", "terminals")
 OPTIONAL_KEYS = ("next_observations", "timeouts")
@@ -31,35 +31,18 @@ DATASET_ID_ATTR = "policylab_dataset_id"
 
 def save_hdf5(dataset: OfflineDataset, path: str | os.PathLike) -> None:
     """Writes `dataset` in D4RL's layout; a temp file is fsynced then renamed, so `path` is never partial."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(handle)
-    try:
-        with h5py.File(temp_name, "w") as file:
-            for key in TRANSITION_KEYS:
-                file.create_dataset(key, data=getattr(dataset, key))
-            for group, values in (("infos", dataset.infos), ("metadata", dataset.metadata)):
-                for key, value in values.items():
-                    file.create_dataset(f"{group}/{key}", data=value)
-            for key, value in dataset.extras.items():
-                file.create_dataset(key, data=value)
-            if dataset.env_id is not None:
-                file.attrs[ENV_ID_ATTR] = dataset.env_id
-            if dataset.dataset_id is not None:
-                file.attrs[DATASET_ID_ATTR] = dataset.dataset_id
-        with open(temp_name, "rb+") as written:
-            os.fsync(written.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-    if os.name == "posix":
-        directory = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(directory)
-        finally:
-            os.close(directory)
+    with atomic_path(path) as temporary, h5py.File(temporary, "w") as file:
+        for key in TRANSITION_KEYS:
+            file.create_dataset(key, data=getattr(dataset, key))
+        for group, values in (("infos", dataset.infos), ("metadata", dataset.metadata)):
+            for key, value in values.items():
+                file.create_dataset(f"{group}/{key}", data=value)
+        for key, value in dataset.extras.items():
+            file.create_dataset(key, data=value)
+        if dataset.env_id is not None:
+            file.attrs[ENV_ID_ATTR] = dataset.env_id
+        if dataset.dataset_id is not None:
+            file.attrs[DATASET_ID_ATTR] = dataset.dataset_id
 
 
 def load_hdf5(
