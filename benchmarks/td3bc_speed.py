@@ -41,8 +41,16 @@ class PlainActor(nn.Module):
 class PlainCritic(nn.Module):
     def __init__(self, state_dim: int, action_dim: int) -> None:
         super().__init__()
-        self.l1, self.l2, self.l3 = nn.Linear(state_dim + action_dim, 256), nn.Linear(256, 256), nn.Linear(256, 1)
-        self.l4, self.l5, self.l6 = nn.Linear(state_dim + action_dim, 256), nn.Linear(256, 256), nn.Linear(256, 1)
+        self.l1, self.l2, self.l3 = (
+            nn.Linear(state_dim + action_dim, 256),
+            nn.Linear(256, 256),
+            nn.Linear(256, 1),
+        )
+        self.l4, self.l5, self.l6 = (
+            nn.Linear(state_dim + action_dim, 256),
+            nn.Linear(256, 256),
+            nn.Linear(256, 1),
+        )
 
     def forward(self, state: torch.Tensor, action: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         sa = torch.cat([state, action], 1)
@@ -110,7 +118,9 @@ def policylab_td3bc_updates(dataset: OfflineDataset, updates: int, seed: int) ->
     return updates / (time.perf_counter() - start)
 
 
-def synthetic_dataset(transitions: int, observation_dim: int = 11, action_dim: int = 3, seed: int = 0) -> OfflineDataset:
+def synthetic_dataset(
+    transitions: int, observation_dim: int = 11, action_dim: int = 3, seed: int = 0
+) -> OfflineDataset:
     """Random transitions of Hopper's sizes (speed does not depend on the values)."""
     rng = np.random.default_rng(seed)
     observations = rng.standard_normal((transitions, observation_dim)).astype(np.float32)

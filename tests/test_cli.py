@@ -30,7 +30,19 @@ def test_make_train_eval_and_info(tmp_path, monkeypatch, capsys):
 
     run_dir = tmp_path / "run"
     args = ["train", "td3bc", "--dataset", "gen/pendulum-scripted-v0", "--steps", "50", "--eval-every", "25"]
-    main([*args, "--eval-episodes", "2", "--run-dir", str(run_dir), "--no-progress", "--hidden-sizes", "16", "16"])
+    main(
+        [
+            *args,
+            "--eval-episodes",
+            "2",
+            "--run-dir",
+            str(run_dir),
+            "--no-progress",
+            "--hidden-sizes",
+            "16",
+            "16",
+        ]
+    )
     summary = json.loads(capsys.readouterr().out)
     assert summary["run_dir"] == str(run_dir) and "return_mean" in summary
     for name in ("config.json", "metrics.csv", "checkpoint.pt", "agent.pt", "evaluation.json"):

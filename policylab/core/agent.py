@@ -34,7 +34,12 @@ CHECKPOINT_FORMAT = "policylab-agent/1"
 AgentType = TypeVar("AgentType", bound="Agent")
 _AGENT_CLASSES: dict[str, type[Agent]] = {}
 # Modules whose import registers the library's own agents; `load` imports them on demand.
-_AGENT_PACKAGES = ("policylab.offline_rl", "policylab.online_rl", "policylab.evolution", "policylab.compression")
+_AGENT_PACKAGES = (
+    "policylab.offline_rl",
+    "policylab.online_rl",
+    "policylab.evolution",
+    "policylab.compression",
+)
 
 
 def register_agent(name: str):
@@ -94,7 +99,11 @@ def rng_state() -> dict[str, Any]:
         "cached_gaussian": float(numpy_state[4]),
     }
     python_state = random.getstate()
-    state["python"] = {"version": python_state[0], "internal": list(python_state[1]), "gauss": python_state[2]}
+    state["python"] = {
+        "version": python_state[0],
+        "internal": list(python_state[1]),
+        "gauss": python_state[2],
+    }
     return state
 
 
@@ -147,7 +156,10 @@ def config_from_dict(config_class: type, values: Mapping[str, Any]) -> Any:
     for name, value in values.items():
         origin = typing.get_origin(hints[name])
         if origin is types.UnionType or origin is typing.Union:
-            origin = next((typing.get_origin(arg) for arg in typing.get_args(hints[name]) if arg is not type(None)), None)
+            origin = next(
+                (typing.get_origin(arg) for arg in typing.get_args(hints[name]) if arg is not type(None)),
+                None,
+            )
         converted[name] = tuple(value) if origin is tuple and isinstance(value, list) else value
     return config_class(**converted)
 
@@ -217,10 +229,14 @@ class Agent:
     config_class: ClassVar[type[AgentConfig]]
     algorithm_name: ClassVar[str] = ""
 
-    def __init__(self, observation_space: gym.Space, action_space: gym.Space, config: AgentConfig | None = None) -> None:
+    def __init__(
+        self, observation_space: gym.Space, action_space: gym.Space, config: AgentConfig | None = None
+    ) -> None:
         self.config = config if config is not None else self.config_class()
         if not isinstance(self.config, self.config_class):
-            raise TypeError(f"{type(self).__name__} expects a {self.config_class.__name__}, got {type(config).__name__}")
+            raise TypeError(
+                f"{type(self).__name__} expects a {self.config_class.__name__}, got {type(config).__name__}"
+            )
         self.observation_space = observation_space
         self.action_space = action_space
         self.device = resolve_device(self.config.device)

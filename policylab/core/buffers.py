@@ -58,7 +58,11 @@ class ReplayBuffer:
         """A buffer holding exactly the dataset's transitions (`terminals` only stop bootstrapping)."""
         buffer = cls(len(dataset), dataset.observation_dim, dataset.action_dim, device=device, seed=seed)
         buffer.add(
-            dataset.observations, dataset.actions, dataset.rewards, dataset.next_observations, dataset.terminals
+            dataset.observations,
+            dataset.actions,
+            dataset.rewards,
+            dataset.next_observations,
+            dataset.terminals,
         )
         return buffer
 
@@ -222,7 +226,9 @@ class RolloutBuffer:
         """Start a new rollout (storage is overwritten in place)."""
         self.step = 0
 
-    def minibatches(self, batch_size: int, generator: torch.Generator | None = None) -> Iterator[dict[str, torch.Tensor]]:
+    def minibatches(
+        self, batch_size: int, generator: torch.Generator | None = None
+    ) -> Iterator[dict[str, torch.Tensor]]:
         """Shuffled minibatches over the flattened rollout (one epoch)."""
         total = self.steps * self.num_envs
         flat = {

@@ -169,7 +169,11 @@ class OfflineAgent(Agent):
 
     def _save_training_checkpoint(self, run: RunDirectory, buffer: ReplayBuffer, step: int) -> None:
         payload = self.checkpoint_payload()
-        payload["training"] = {"step": step, "rng": rng_state(), "buffer_generator": buffer.generator.get_state()}
+        payload["training"] = {
+            "step": step,
+            "rng": rng_state(),
+            "buffer_generator": buffer.generator.get_state(),
+        }
         save_checkpoint(payload, run.checkpoint)
 
     def _finish(self, run: RunDirectory, logger: MetricLogger, result: EvaluationResult | None) -> None:
@@ -178,4 +182,3 @@ class OfflineAgent(Agent):
             run.write_json("evaluation.json", result.to_dict())
         logger.close()
         plot_learning_curve(run.path)
-

@@ -1,12 +1,12 @@
 """Run directories: resolved config, metrics, atomic checkpoints, final evaluation and plots in one place.
 
-    runs/td3bc-hopper/
-      config.json        what was run (agent config and loop settings)
-      metrics.csv        training and evaluation metrics by step (tensorboard/ too when installed)
-      checkpoint.pt      the latest resumable state, replaced atomically
-      agent.pt           the final agent, loadable with `policylab.load`
-      evaluation.json    the final evaluation, every episode
-      eval_return_mean.png
+runs/td3bc-hopper/
+  config.json        what was run (agent config and loop settings)
+  metrics.csv        training and evaluation metrics by step (tensorboard/ too when installed)
+  checkpoint.pt      the latest resumable state, replaced atomically
+  agent.pt           the final agent, loadable with `policylab.load`
+  evaluation.json    the final evaluation, every episode
+  eval_return_mean.png
 """
 
 from __future__ import annotations

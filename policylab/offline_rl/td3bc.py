@@ -69,7 +69,9 @@ class TD3BC(OfflineAgent):
         cfg, device = self.config, self.device
         observation_dim, action_dim = observation_space.shape[0], action_space.shape[0]
         self.normalizer = ObservationNormalizer(observation_dim).to(device)
-        self.actor = DeterministicActor(observation_dim, action_space.low, action_space.high, cfg.hidden_sizes).to(device)
+        self.actor = DeterministicActor(observation_dim, action_space.low, action_space.high, cfg.hidden_sizes).to(
+            device
+        )
         self.critic = EnsembleCritic(observation_dim, action_dim, cfg.hidden_sizes, num_critics=2).to(device)
         self.actor_target = copy.deepcopy(self.actor)
         self.critic_target = copy.deepcopy(self.critic)

@@ -69,12 +69,24 @@ def test_killed_run_resumes_to_the_same_parameters(random_dataset, tmp_path):
     interrupted = TD3BC.from_dataset(random_dataset, config)
     with pytest.raises(_Killed):
         interrupted.fit(
-            random_dataset, steps=40, checkpoint_every=20, run_dir=tmp_path / "killed", progress=False, callback=kill_at_30
+            random_dataset,
+            steps=40,
+            checkpoint_every=20,
+            run_dir=tmp_path / "killed",
+            progress=False,
+            callback=kill_at_30,
         )
     with pytest.raises(FileExistsError, match="resume"):
         TD3BC.from_dataset(random_dataset, config).fit(random_dataset, steps=40, run_dir=tmp_path / "killed")
     resumed = TD3BC.from_dataset(random_dataset, config)
-    resumed.fit(random_dataset, steps=40, checkpoint_every=20, run_dir=tmp_path / "killed", resume=True, progress=False)
+    resumed.fit(
+        random_dataset,
+        steps=40,
+        checkpoint_every=20,
+        run_dir=tmp_path / "killed",
+        resume=True,
+        progress=False,
+    )
 
     assert resumed.num_updates == uninterrupted.num_updates == 40
     for name in ("actor", "critic", "actor_target", "critic_target"):
@@ -82,7 +94,9 @@ def test_killed_run_resumes_to_the_same_parameters(random_dataset, tmp_path):
             getattr(resumed, name).state_dict().values(), getattr(uninterrupted, name).state_dict().values()
         ):
             torch.testing.assert_close(resumed_value, full_value, rtol=0, atol=0)
-    steps_logged = [int(line.split(",")[0]) for line in (tmp_path / "killed" / "metrics.csv").read_text().splitlines()[1:]]
+    steps_logged = [
+        int(line.split(",")[0]) for line in (tmp_path / "killed" / "metrics.csv").read_text().splitlines()[1:]
+    ]
     assert steps_logged == sorted(set(steps_logged))  # nothing logged twice after the resume
 
 

@@ -6,10 +6,10 @@ import torch
 from torch import nn
 
 from policylab.core.nets import (
+    VAE,
     EnsembleCritic,
     EnsembleLinear,
     TanhGaussianActor,
-    VAE,
     mlp,
     polyak_update,
 )
@@ -50,7 +50,10 @@ def test_tanh_gaussian_log_prob_matches_change_of_variables():
     base = torch.distributions.Normal(mean, log_std.exp())
     transform = torch.distributions.TransformedDistribution(
         base,
-        [torch.distributions.TanhTransform(), torch.distributions.AffineTransform(0.0, torch.tensor([2.0, 1.0]))],
+        [
+            torch.distributions.TanhTransform(),
+            torch.distributions.AffineTransform(0.0, torch.tensor([2.0, 1.0])),
+        ],
     )
     torch.testing.assert_close(log_prob, transform.log_prob(actions).sum(-1), rtol=1e-3, atol=1e-3)
     torch.testing.assert_close(actor.log_prob(observations, actions), log_prob, rtol=1e-3, atol=1e-3)

@@ -23,9 +23,10 @@ def test_update_matches_hand_written_td3bc_losses(random_dataset):
     noise = (torch.randn_like(batch.actions) * 0.2).clamp(-0.5, 0.5)
     with torch.no_grad():
         next_actions = (before.actor_target(batch.next_observations) + noise).clamp(-1, 1)
-        target = batch.rewards + 0.99 * (1 - batch.terminals) * before.critic_target(
-            batch.next_observations, next_actions
-        ).min(0).values
+        target = (
+            batch.rewards
+            + 0.99 * (1 - batch.terminals) * before.critic_target(batch.next_observations, next_actions).min(0).values
+        )
     q1, q2 = before.critic(batch.observations, batch.actions)
     expected_critic_loss = F.mse_loss(q1, target) + F.mse_loss(q2, target)
     torch.testing.assert_close(metrics["train/critic_loss"], expected_critic_loss.detach())
@@ -50,4 +51,7 @@ def test_td3bc_learns_pendulum_from_scripted_expert_data():
     rng = np.random.default_rng(0)
     random_policy = evaluate(lambda obs: rng.uniform(-2, 2, (len(obs), 1)), "Pendulum-v1", episodes=10, seed=100)
     assert random_policy.return_mean < -900
-    assert trained.return_mean > random_policy.return_mean + 600, (trained.return_mean, random_policy.return_mean)
+    assert trained.return_mean > random_policy.return_mean + 600, (
+        trained.return_mean,
+        random_policy.return_mean,
+    )

@@ -45,9 +45,7 @@ def save_hdf5(dataset: OfflineDataset, path: str | os.PathLike) -> None:
             file.attrs[DATASET_ID_ATTR] = dataset.dataset_id
 
 
-def load_hdf5(
-    path: str | os.PathLike, dataset_id: str | None = None, env_id: str | None = None
-) -> OfflineDataset:
+def load_hdf5(path: str | os.PathLike, dataset_id: str | None = None, env_id: str | None = None) -> OfflineDataset:
     """Reads a D4RL-layout file (D4RL's own files as they are, or files written by `save_hdf5`).
 
     `dataset_id` and `env_id` override the ids stored in the file; without either, the env id
@@ -64,9 +62,7 @@ def load_hdf5(
     try:
         with h5py.File(path, "r") as file:
             arrays = {key: _read_transition_array(file, key, path) for key in REQUIRED_KEYS}
-            arrays.update(
-                {key: _read_transition_array(file, key, path) for key in OPTIONAL_KEYS if key in file}
-            )
+            arrays.update({key: _read_transition_array(file, key, path) for key in OPTIONAL_KEYS if key in file})
             infos = _read_group(file["infos"]) if "infos" in file else {}
             metadata = _read_group(file["metadata"]) if "metadata" in file else {}
             extras = _read_extras(file)
@@ -74,8 +70,7 @@ def load_hdf5(
             env_id = env_id or file.attrs.get(ENV_ID_ATTR)
     except OSError as error:
         raise DatasetError(
-            f"cannot read {path} as HDF5 ({error}): the file is not HDF5 or is truncated; "
-            "write or download it again"
+            f"cannot read {path} as HDF5 ({error}): the file is not HDF5 or is truncated; write or download it again"
         ) from error
     if env_id is None and dataset_id is not None:
         env_id = env_id_for_dataset(dataset_id)

@@ -43,11 +43,7 @@ class Episode:
 def as_float32(key: str, values: Any) -> np.ndarray:
     """Returns `values` as a float32 array; integers, bools and other floats are converted."""
     array = np.asarray(values)
-    if not (
-        np.issubdtype(array.dtype, np.floating)
-        or np.issubdtype(array.dtype, np.integer)
-        or array.dtype == bool
-    ):
+    if not (np.issubdtype(array.dtype, np.floating) or np.issubdtype(array.dtype, np.integer) or array.dtype == bool):
         raise DatasetError(f"{key} has dtype {array.dtype}: pass real numbers (float32 preferred)")
     return array.astype(np.float32, copy=False)
 
@@ -211,9 +207,7 @@ class OfflineDataset:
         save_hdf5(self, path)
 
     @classmethod
-    def load(
-        cls, path: str | os.PathLike, dataset_id: str | None = None, env_id: str | None = None
-    ) -> OfflineDataset:
+    def load(cls, path: str | os.PathLike, dataset_id: str | None = None, env_id: str | None = None) -> OfflineDataset:
         """Reads a dataset from a D4RL-layout HDF5 file."""
         from policylab.core.data.d4rl import load_hdf5
 

@@ -231,9 +231,7 @@ def test_missing_file_is_named(tmp_path):
         ("timeouts", 0, 2, "timeouts[0] is 2"),
     ],
 )
-def test_bad_values_in_a_file_name_file_key_and_index(
-    tmp_path, with_next_observations, key, index, value, expected
-):
+def test_bad_values_in_a_file_name_file_key_and_index(tmp_path, with_next_observations, key, index, value, expected):
     arrays = d4rl_arrays()
     arrays[key] = arrays[key].astype(np.float64)
     arrays[key][index] = value

@@ -53,9 +53,7 @@ def test_d4rl_ids_use_d4rl_file_names(data_dirs, dataset_id, file_name):
 
 
 def test_generated_ids_live_under_policylab_data(data_dirs):
-    assert (
-        dataset_path("gen/hopper-medium-v0") == data_dirs / "policylab" / "datasets" / "hopper-medium-v0.hdf5"
-    )
+    assert dataset_path("gen/hopper-medium-v0") == data_dirs / "policylab" / "datasets" / "hopper-medium-v0.hdf5"
 
 
 def test_default_folders_are_under_home(tmp_path, monkeypatch):
@@ -63,13 +61,8 @@ def test_default_folders_are_under_home(tmp_path, monkeypatch):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("HOME", str(tmp_path))
     assert dataset_path("d4rl/hopper-medium-v2") == tmp_path / ".d4rl/datasets/hopper_medium-v2.hdf5"
-    assert (
-        dataset_path("gen/hopper-medium-v0") == tmp_path / ".cache/policylab/datasets/hopper-medium-v0.hdf5"
-    )
-    assert (
-        dataset_path("minari/mujoco/hopper/medium-v0")
-        == tmp_path / ".minari/datasets/mujoco/hopper/medium-v0"
-    )
+    assert dataset_path("gen/hopper-medium-v0") == tmp_path / ".cache/policylab/datasets/hopper-medium-v0.hdf5"
+    assert dataset_path("minari/mujoco/hopper/medium-v0") == tmp_path / ".minari/datasets/mujoco/hopper/medium-v0"
 
 
 def test_d4rl_file_loads_with_ids(data_dirs):
@@ -184,9 +177,7 @@ def test_unknown_task_lists_the_known_ones():
     with pytest.raises(UnknownTaskError) as error:
         normalized_score("Pendulum-v1", 0.0)
     assert isinstance(error.value, ValueError)
-    assert all(
-        task in str(error.value) for task in ("hopper", "halfcheetah", "walker2d", "antmaze", "maze2d-large")
-    )
+    assert all(task in str(error.value) for task in ("hopper", "halfcheetah", "walker2d", "antmaze", "maze2d-large"))
 
 
 @pytest.mark.parametrize(
