@@ -41,6 +41,7 @@ def test_checkpoint_with_pickled_object_is_refused(tmp_path, capsys):
     assert "this must never run" not in capsys.readouterr().out
 
 
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # the garbage file is a plain pickle on purpose
 def test_non_checkpoint_files_are_refused(tmp_path):
     path = tmp_path / "weights.pt"
     torch.save({"weight": torch.zeros(2)}, path)
