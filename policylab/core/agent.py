@@ -189,7 +189,7 @@ def space_from_dict(values: Mapping[str, Any]) -> gym.Space:
 
 
 # ---------------------------------------------------------------------------------------------
-# Atomic files
+# Checkpoint files
 
 
 def save_checkpoint(payload: Mapping[str, Any], path: str | os.PathLike) -> None:

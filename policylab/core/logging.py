@@ -10,6 +10,8 @@ from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 
+from policylab.core.files import atomic_path
+
 
 class MetricLogger:
     """Appends rows of `{metric: value}` keyed by step to `metrics.csv`, and to TensorBoard if it is installed.
@@ -63,12 +65,10 @@ class MetricLogger:
 
 
 def _write_rows(path: Path, columns: list[str], rows: list[dict[str, str]]) -> None:
-    temporary = path.with_suffix(".csv.tmp")
-    with temporary.open("w", newline="") as file:
+    with atomic_path(path) as temporary, temporary.open("w", newline="") as file:
         writer = csv.DictWriter(file, columns)
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(temporary, path)
 
 
 def _tensorboard_writer(log_dir: Path):

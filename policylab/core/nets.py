@@ -238,16 +238,16 @@ class TanhGaussianActor(nn.Module):
         mean, log_std = self.distribution(observations)
         std = log_std.exp()
         pre_tanh = mean if deterministic else mean + std * torch.randn_like(mean)
-        squashed = torch.tanh(pre_tanh)
-        log_prob = gaussian_log_prob(pre_tanh, mean, log_std) - tanh_log_det_jacobian(pre_tanh)
-        log_prob = log_prob - self.scaler.scale.log().sum()
-        return self.scaler(squashed), log_prob
+        return self.scaler(torch.tanh(pre_tanh)), self._action_log_prob(pre_tanh, mean, log_std)
 
     def log_prob(self, observations: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Log-density of given in-bounds actions (clipped away from the tanh asymptotes)."""
         mean, log_std = self.distribution(observations)
         squashed = self.scaler.inverse(actions).clamp(-1.0 + 1e-6, 1.0 - 1e-6)
-        pre_tanh = torch.atanh(squashed)
+        return self._action_log_prob(torch.atanh(squashed), mean, log_std)
+
+    def _action_log_prob(self, pre_tanh: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+        """Density of the scaled action tanh(pre_tanh)·scale + bias, by the change of variables."""
         log_prob = gaussian_log_prob(pre_tanh, mean, log_std) - tanh_log_det_jacobian(pre_tanh)
         return log_prob - self.scaler.scale.log().sum()
 
