@@ -1,4 +1,4 @@
-"""Evaluate a policy on a Gymnasium task: per-episode returns and lengths, and D4RL-normalised scores."""
+"""Evaluate a policy on a task (per-episode returns and lengths, D4RL-normalised scores), or a whole population."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from policylab.core.data.scores import normalized_score, reference_returns
-from policylab.core.envs import make_env
+from policylab.core.envs import make_vec_env, to_numpy
 
 Policy = Callable[[np.ndarray], np.ndarray]
 
@@ -60,45 +60,34 @@ def evaluate(
     env_id: str,
     episodes: int = 10,
     seed: int = 0,
-    num_envs: int = 10,
+    num_envs: int | None = None,
     deterministic: bool = True,
+    backend: str = "auto",
 ) -> EvaluationResult:
-    """Run `episodes` episodes of `policy` (an agent, or a function from a batch of observations to actions).
+    """Run `episodes` episodes of `policy` (an agent, or a function from a batch of observations to actions) on
+    `make_vec_env(env_id, num_envs, backend, seed)`.
 
-    Episode k is reset with seed `seed + k`, so results do not depend on `num_envs`; up to `num_envs`
-    environments step together, their observations batched into one policy call.
+    By default every episode runs at once (`num_envs = episodes`), so results depend only on `seed`; with
+    fewer envs, each env runs its episodes one after another. Observations reach the policy as numpy arrays.
     """
     if episodes < 1:
         raise ValueError(f"episodes must be at least 1, got {episodes}")
     act = _as_batched_policy(policy, deterministic)
-    envs = [make_env(env_id) for _ in range(min(num_envs, episodes))]
-    _check_spaces(policy, envs[0], env_id)
+    num_envs = min(num_envs or episodes, episodes)
     returns, lengths = np.zeros(episodes), np.zeros(episodes, dtype=np.int64)
-    next_episode = 0
-    running: dict[int, int] = {}  # env index -> episode index
-    observations: dict[int, np.ndarray] = {}
-    for index, env in enumerate(envs):
-        observations[index], _ = env.reset(seed=seed + next_episode)
-        running[index] = next_episode
-        next_episode += 1
-    while running:
-        active = sorted(running)
-        actions = act(np.stack([observations[index] for index in active]))
-        for index, action in zip(active, actions):
-            observation, reward, terminated, truncated, _ = envs[index].step(action)
-            episode = running[index]
-            returns[episode] += float(reward)
-            lengths[episode] += 1
-            observations[index] = observation
-            if terminated or truncated:
-                if next_episode < episodes:
-                    observations[index], _ = envs[index].reset(seed=seed + next_episode)
-                    running[index] = next_episode
-                    next_episode += 1
-                else:
-                    del running[index]
-    for env in envs:
-        env.close()
+    with make_vec_env(env_id, num_envs, backend=backend, seed=seed) as envs:
+        _check_spaces(policy, envs.single_observation_space, env_id)
+        observations, _ = envs.reset()
+        episode_of_env = np.arange(num_envs)  # the episode each env is running, -1 once it has no more to run
+        next_episode = num_envs
+        while (episode_of_env >= 0).any():
+            observations, rewards, terminated, truncated, _ = envs.step(act(to_numpy(observations)))
+            running = episode_of_env >= 0
+            returns[episode_of_env[running]] += to_numpy(rewards)[running]
+            lengths[episode_of_env[running]] += 1
+            for env_index in np.flatnonzero(running & to_numpy(terminated | truncated)):
+                episode_of_env[env_index] = next_episode if next_episode < episodes else -1
+                next_episode += 1
     scores = normalized_score(env_id, returns) if reference_returns(env_id) is not None else None
     return EvaluationResult(env_id, returns, lengths, None if scores is None else np.asarray(scores))
 
@@ -111,10 +100,10 @@ def _as_batched_policy(policy: Any, deterministic: bool) -> Policy:
     raise TypeError(f"cannot evaluate a {type(policy).__name__}: pass an agent or a function of observations")
 
 
-def _check_spaces(policy: Any, env: Any, env_id: str) -> None:
+def _check_spaces(policy: Any, observation_space: Any, env_id: str) -> None:
     space = getattr(policy, "observation_space", None)
-    if space is not None and space.shape != env.observation_space.shape:
+    if space is not None and space.shape != observation_space.shape:
         raise ValueError(
-            f"{env_id} gives observations of shape {env.observation_space.shape} but the policy expects "
+            f"{env_id} gives observations of shape {observation_space.shape} but the policy expects "
             f"{space.shape}: evaluate on the task the agent was trained for"
         )

@@ -12,16 +12,25 @@ def zero_hopper_policy(observations):
     return np.zeros((len(observations), 3), dtype=np.float32)
 
 
-def test_episodes_are_fixed_by_seed_not_by_the_number_of_envs():
-    together = evaluate(zero_hopper_policy, "Hopper-v5", episodes=3, seed=5, num_envs=3)
-    one_by_one = evaluate(zero_hopper_policy, "Hopper-v5", episodes=3, seed=5, num_envs=1)
-    np.testing.assert_array_equal(together.returns, one_by_one.returns)
-    np.testing.assert_array_equal(together.lengths, one_by_one.lengths)
-    assert len(together.returns) == 3
+def test_episodes_are_fixed_by_the_seed():
+    first = evaluate(zero_hopper_policy, "Hopper-v5", episodes=3, seed=5)
+    again = evaluate(zero_hopper_policy, "Hopper-v5", episodes=3, seed=5)
+    other = evaluate(zero_hopper_policy, "Hopper-v5", episodes=3, seed=6)
+    np.testing.assert_array_equal(first.returns, again.returns)
+    np.testing.assert_array_equal(first.lengths, again.lengths)
+    assert not np.array_equal(first.returns, other.returns)
+
+
+def test_fewer_envs_than_episodes_run_every_episode_to_its_end():
+    result = evaluate(zero_hopper_policy, "Hopper-v5", episodes=5, seed=3, num_envs=2)
+    assert len(result.returns) == 5 and (result.lengths > 0).all()
+    # the zero policy falls over long before the time limit, so every episode ended by termination
+    assert (result.lengths < 1000).all() and (result.returns > 0).all()
 
 
 def test_returns_and_normalized_scores_match_a_hand_rollout():
-    result = evaluate(zero_hopper_policy, "Hopper-v5", episodes=2, seed=11)
+    # Gymnasium's vector envs seed env k with seed + k, so each episode can be replayed by hand
+    result = evaluate(zero_hopper_policy, "Hopper-v5", episodes=2, seed=11, backend="gymnasium")
     env = gym.make("Hopper-v5")
     for episode in range(2):
         env.reset(seed=11 + episode)
