@@ -7,9 +7,11 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import torch
 
 from policylab.core.data.scores import normalized_score, reference_returns
 from policylab.core.envs import make_vec_env, to_numpy
+from policylab.core.nets import PopulationMLP
 
 Policy = Callable[[np.ndarray], np.ndarray]
 
@@ -107,3 +109,104 @@ def _check_spaces(policy: Any, observation_space: Any, env_id: str) -> None:
             f"{env_id} gives observations of shape {observation_space.shape} but the policy expects "
             f"{space.shape}: evaluate on the task the agent was trained for"
         )
+
+
+@dataclasses.dataclass
+class PopulationResult:
+    """Per-member, per-episode outcomes of `evaluate_population`, with the behaviour statistics QD methods use."""
+
+    returns: np.ndarray  # (P, E)
+    lengths: np.ndarray  # (P, E)
+    final_xy: np.ndarray  # (P, E, 2): position where each episode ended (y is 0 on planar tasks)
+    feet_contact: np.ndarray | None  # (P, E, feet): fraction of steps each foot touched the floor
+
+    @property
+    def fitness(self) -> np.ndarray:
+        """Mean episode return of each member, (P,)."""
+        return self.returns.mean(axis=1)
+
+    @property
+    def mean_feet_contact(self) -> np.ndarray | None:
+        """Feet-contact fractions averaged over each member's episodes, (P, feet)."""
+        return None if self.feet_contact is None else self.feet_contact.mean(axis=1)
+
+    @property
+    def mean_final_xy(self) -> np.ndarray:
+        """Final x-y positions averaged over each member's episodes, (P, 2)."""
+        return self.final_xy.mean(axis=1)
+
+
+@torch.no_grad()
+def evaluate_population(
+    params: torch.Tensor,
+    policy_spec: PopulationMLP,
+    env_id: str,
+    episodes_per_member: int = 1,
+    seed: int = 0,
+    backend: str = "auto",
+    max_episode_steps: int | None = None,
+) -> PopulationResult:
+    """One episode per (member, repeat) for all P members at once: the population's stacked weights run as one
+    batched network against one batched env of P × `episodes_per_member` envs; envs whose episode has ended are
+    masked out until the last one ends. Env k = member * episodes_per_member + repeat.
+
+    `params` is (P, policy_spec.num_params); the network's outputs in [-1, 1] (tanh) are scaled to the action
+    bounds. `max_episode_steps` shortens episodes (e.g. 250 for omnidirectional Ant).
+    """
+    population = params.shape[0]
+    num_envs = population * episodes_per_member
+    env_kwargs = {} if max_episode_steps is None else {"max_episode_steps": max_episode_steps}
+    returns, lengths = np.zeros(num_envs), np.zeros(num_envs, dtype=np.int64)
+    final_xy, contact_steps = np.zeros((num_envs, 2)), None
+    with make_vec_env(env_id, num_envs, backend=backend, seed=seed, **env_kwargs) as envs:
+        action_space = envs.single_action_space
+        if (
+            policy_spec.input_dim != envs.single_observation_space.shape[0]
+            or policy_spec.output_dim != (action_space.shape[0])
+        ):
+            raise ValueError(
+                f"{env_id} has observations {envs.single_observation_space.shape} and actions {action_space.shape}; "
+                f"the policy maps {policy_spec.input_dim} to {policy_spec.output_dim}"
+            )
+        low = torch.as_tensor(action_space.low, device=params.device)
+        high = torch.as_tensor(action_space.high, device=params.device)
+        layers = policy_spec.stack(params)
+        observations, _ = envs.reset()
+        running = np.ones(num_envs, dtype=bool)
+        while running.any():
+            inputs = torch.as_tensor(to_numpy(observations), dtype=params.dtype, device=params.device)
+            outputs = policy_spec.forward(layers, inputs.reshape(population, episodes_per_member, -1))
+            actions = low + (outputs.reshape(num_envs, -1) + 1) * (high - low) / 2
+            observations, rewards, terminated, truncated, info = envs.step(actions.cpu().numpy())
+            done = to_numpy(terminated | truncated)
+            last_info = _finished_info(info, done)
+            returns[running] += to_numpy(rewards)[running]
+            lengths[running] += 1
+            if "feet_contact" in last_info:
+                contact = to_numpy(last_info["feet_contact"]).astype(np.float64)
+                contact_steps = np.zeros_like(contact) if contact_steps is None else contact_steps
+                contact_steps[running] += contact[running]
+            ended = running & done
+            if ended.any() and "x_position" in last_info:
+                final_xy[ended, 0] = to_numpy(last_info["x_position"])[ended]
+                final_xy[ended, 1] = to_numpy(last_info["y_position"])[ended] if "y_position" in last_info else 0.0
+            running &= ~done
+    shape = (population, episodes_per_member)
+    feet_contact = None if contact_steps is None else (contact_steps / lengths[:, None]).reshape(*shape, -1)
+    return PopulationResult(returns.reshape(shape), lengths.reshape(shape), final_xy.reshape(*shape, 2), feet_contact)
+
+
+def _finished_info(info: dict[str, Any], done: np.ndarray) -> dict[str, Any]:
+    """Each env's info of the step it just took: the finished episode's last info where it ended."""
+    if not done.any() or "final_info" not in info:
+        return info
+    final = info["final_info"]
+    return {
+        key: np.where(_column(done, value), to_numpy(final[key]), to_numpy(value))
+        for key, value in info.items()
+        if key in final
+    }
+
+
+def _column(mask: np.ndarray, value: Any) -> np.ndarray:
+    return mask.reshape(-1, *([1] * (np.ndim(to_numpy(value)) - 1)))

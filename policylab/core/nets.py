@@ -6,6 +6,7 @@ hold a weight per member, so the whole ensemble runs as a single batched matmul.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Iterable, Sequence
 
@@ -321,3 +322,88 @@ def freeze(modules: Iterable[nn.Module]) -> None:
     """Turn off gradients of target networks."""
     for module in modules:
         module.requires_grad_(False)
+
+
+ACTIVATIONS: dict[str, Activation] = {"tanh": nn.Tanh, "relu": nn.ReLU}
+
+
+@dataclasses.dataclass(frozen=True)
+class PopulationMLP:
+    """An MLP architecture whose weights are one flat vector per population member, so that P members run as
+    one batched network: per layer, one batched matmul over stacked weights (`torch.baddbmm`).
+
+    Layout of a member's vector, layer after layer: the weight as (in, out) row-major, then the bias.
+    """
+
+    input_dim: int
+    output_dim: int
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    activation: str = "tanh"
+    output_activation: str | None = "tanh"
+
+    def __post_init__(self) -> None:
+        for name in (self.activation, self.output_activation):
+            if name is not None and name not in ACTIVATIONS:
+                raise ValueError(f"unknown activation {name!r}; choose one of {', '.join(ACTIVATIONS)}")
+
+    @property
+    def layer_shapes(self) -> list[tuple[int, int]]:
+        """(in, out) of every linear layer."""
+        sizes = [self.input_dim, *self.hidden_sizes, self.output_dim]
+        return list(zip(sizes[:-1], sizes[1:]))
+
+    @property
+    def num_params(self) -> int:
+        """Length of one member's parameter vector."""
+        return sum((fan_in + 1) * fan_out for fan_in, fan_out in self.layer_shapes)
+
+    def initial_params(
+        self, population: int, generator: torch.Generator | None = None, device: torch.device | str | None = None
+    ) -> torch.Tensor:
+        """(population, num_params) vectors drawn like `nn.Linear`'s default: U(-1/sqrt(in), 1/sqrt(in))."""
+        parts = []
+        for fan_in, fan_out in self.layer_shapes:
+            bound = 1 / math.sqrt(fan_in)
+            unit = torch.rand(population, (fan_in + 1) * fan_out, generator=generator, device=device)
+            parts.append((2 * unit - 1) * bound)
+        return torch.cat(parts, dim=1)
+
+    def stack(self, params: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(population, num_params) vectors as contiguous stacked (weight (P, in, out), bias (P, 1, out)) layers."""
+        if params.ndim != 2 or params.shape[1] != self.num_params:
+            raise ValueError(f"expected parameters of shape (population, {self.num_params}), got {tuple(params.shape)}")
+        layers, offset = [], 0
+        for fan_in, fan_out in self.layer_shapes:
+            weight = params[:, offset : offset + fan_in * fan_out].reshape(-1, fan_in, fan_out).contiguous()
+            offset += fan_in * fan_out
+            layers.append((weight, params[:, offset : offset + fan_out].unsqueeze(1).contiguous()))
+            offset += fan_out
+        return layers
+
+    def forward(self, layers: list[tuple[torch.Tensor, torch.Tensor]], inputs: torch.Tensor) -> torch.Tensor:
+        """Outputs (P, N, output_dim) of every member (layers from `stack`) on its own inputs (P, N, input_dim)."""
+        x = inputs
+        for index, (weight, bias) in enumerate(layers):
+            x = torch.baddbmm(bias, x, weight)
+            name = self.activation if index < len(layers) - 1 else self.output_activation
+            if name is not None:
+                x = getattr(torch, name)(x)  # torch.tanh, torch.relu
+        return x
+
+    def to_module(self, vector: torch.Tensor) -> nn.Sequential:
+        """One member as an ordinary `nn.Sequential` (built by `mlp`) holding the weights of `vector`."""
+        output = ACTIVATIONS[self.output_activation] if self.output_activation else None
+        module = mlp(self.input_dim, self.output_dim, self.hidden_sizes, ACTIVATIONS[self.activation], output)
+        linears = [layer for layer in module if isinstance(layer, nn.Linear)]
+        with torch.no_grad():
+            for linear, (weight, bias) in zip(linears, self.stack(vector.reshape(1, -1))):
+                linear.weight.copy_(weight[0].T)
+                linear.bias.copy_(bias[0, 0])
+        return module
+
+    def from_module(self, module: nn.Module) -> torch.Tensor:
+        """The parameter vector of a network of this architecture (the inverse of `to_module`)."""
+        linears = [layer for layer in module.modules() if isinstance(layer, nn.Linear)]
+        if [(linear.in_features, linear.out_features) for linear in linears] != self.layer_shapes:
+            raise ValueError(f"the module's linear layers do not match {self.layer_shapes}")
+        return torch.cat([torch.cat([linear.weight.T.reshape(-1), linear.bias]) for linear in linears]).detach()

@@ -1,0 +1,83 @@
+"""Whole-population evaluation: the stacked network equals each member's own network, and the batched
+episodes, masks and behaviour statistics equal member-by-member rollouts."""
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from policylab.core.envs.mujoco_engine import MujocoVecEnv
+from policylab.core.evaluation import evaluate_population
+from policylab.core.nets import PopulationMLP
+
+SPEC = PopulationMLP(11, 3, hidden_sizes=(16, 16))
+
+
+def population(size, seed=0):
+    return SPEC.initial_params(size, torch.Generator().manual_seed(seed)).double()
+
+
+def test_stacked_network_equals_each_members_own_network():
+    params = population(5)
+    inputs = torch.randn(5, 7, 11, dtype=torch.float64)
+    outputs = SPEC.forward(SPEC.stack(params), inputs)
+    for member in range(5):
+        module = SPEC.to_module(params[member]).double().requires_grad_(False)
+        torch.testing.assert_close(outputs[member], module(inputs[member]), rtol=0, atol=1e-12)
+        torch.testing.assert_close(SPEC.from_module(module), params[member])
+    assert params.shape == (5, SPEC.num_params) == (5, (11 + 1) * 16 + (16 + 1) * 16 + (16 + 1) * 3)
+    with pytest.raises(ValueError, match=r"expected parameters of shape \(population, 515\)"):
+        SPEC.stack(params[:, :-1])
+
+
+def test_batched_episodes_equal_member_by_member_rollouts():
+    params, repeats, seed = population(3, seed=1), 2, 7
+    result = evaluate_population(params, SPEC, "Hopper-v5", episodes_per_member=repeats, seed=seed, backend="gymnasium")
+    assert result.returns.shape == result.lengths.shape == (3, repeats)
+    for member in range(3):
+        network = SPEC.to_module(params[member]).double().requires_grad_(False)
+        for repeat in range(repeats):
+            env = gym.make("Hopper-v5")
+            observation, _ = env.reset(seed=seed + member * repeats + repeat)  # env k is seeded seed + k
+            total, length, done = 0.0, 0, False
+            while not done:
+                action = network(torch.as_tensor(observation)).numpy()  # tanh output on the [-1, 1] action box
+                observation, reward, terminated, truncated, info = env.step(action)
+                total, length, done = total + reward, length + 1, terminated or truncated
+            assert result.lengths[member, repeat] == length
+            assert result.returns[member, repeat] == pytest.approx(total, rel=1e-9)
+            assert result.final_xy[member, repeat, 0] == pytest.approx(info["x_position"], rel=1e-9)
+    np.testing.assert_allclose(result.fitness, result.returns.mean(axis=1))
+    assert result.feet_contact is None  # Gymnasium's Hopper does not report contacts
+
+
+def test_behaviour_statistics_equal_a_hand_loop_over_the_engine():
+    params, seed = population(4, seed=2), 3
+    result = evaluate_population(params, SPEC, "Hopper-v5", seed=seed, backend="mujoco")
+    networks = [SPEC.to_module(params[member]).double().requires_grad_(False) for member in range(4)]
+    contact_steps, final_x = np.zeros(4), np.zeros(4)
+    lengths, running = np.zeros(4), np.ones(4, dtype=bool)
+    with MujocoVecEnv("Hopper-v5", 4, seed=seed) as engine:
+        observations, _ = engine.reset()
+        while running.any():
+            actions = np.stack([net(torch.as_tensor(obs)).numpy() for net, obs in zip(networks, observations)])
+            observations, _, terminated, truncated, info = engine.step(actions)
+            for env in np.flatnonzero(running):
+                ended = terminated[env] or truncated[env]
+                step_info = info["final_info"] if ended else info
+                contact_steps[env] += step_info["feet_contact"][env, 0]
+                lengths[env] += 1
+                if ended:
+                    final_x[env], running[env] = step_info["x_position"][env], False
+    np.testing.assert_array_equal(result.lengths[:, 0], lengths)
+    np.testing.assert_allclose(result.feet_contact[:, 0, 0], contact_steps / lengths)
+    np.testing.assert_allclose(result.final_xy[:, 0, 0], final_x)
+    assert (result.final_xy[:, :, 1] == 0).all()  # planar task
+    assert 0 < result.mean_feet_contact.mean() < 1
+
+
+def test_mismatched_policy_is_refused():
+    with pytest.raises(ValueError, match="Walker2d-v5 has observations"):
+        evaluate_population(population(2), SPEC, "Walker2d-v5")
+    with pytest.raises(ValueError, match="unknown activation 'gelu'"):
+        PopulationMLP(3, 1, activation="gelu")
