@@ -7,7 +7,7 @@ same synthetic Hopper-sized dataset (11-dim states, 3-dim actions) with the same
 
     python benchmarks/td3bc_speed.py --updates 3000 --repeats 3
 
-Writes results/td3bc_speed.json.
+Writes benchmarks/results/td3bc_speed.json.
 """
 
 from __future__ import annotations
@@ -144,7 +144,7 @@ class Args:
     """timed runs of each implementation, interleaved; the median is reported"""
     transitions: int = 1_000_000
     """dataset size"""
-    output: Path = Path("results/td3bc_speed.json")
+    output: Path = Path(__file__).parent / "results" / "td3bc_speed.json"
     """where the result is written"""
 
 

@@ -246,6 +246,9 @@ class RolloutPhysics:
         self._models = [model] * num_envs
         self._datas = [mujoco.MjData(model) for _ in range(num_threads)]
         self._pool = rollout.Rollout(nthread=num_threads)
+        # Envs per pool task: one task per thread for small batches (dispatch costs more than imbalance there),
+        # at most 16 for large ones so threads stay balanced when some envs are in costlier contact.
+        self._chunk_size = max(1, min(num_envs // num_threads, 16))
         state_size = mujoco.mj_stateSize(model, FULL_PHYSICS)
         self._controls = np.zeros((num_envs, frame_skip, model.nu))
         self._states = np.zeros((num_envs, frame_skip, state_size))
@@ -262,6 +265,7 @@ class RolloutPhysics:
             nstep=self.frame_skip,
             state=self._states,
             sensordata=self._sensors,
+            chunk_size=self._chunk_size,
             skip_checks=True,
         )
         states[:] = self._states[:, -1]
