@@ -90,7 +90,7 @@ def make_vec_env(
     if backend == "warp":
         from policylab.core.envs.warp_engine import WarpVecEnv
 
-        return WarpVecEnv(env_id, num_envs, seed=seed, device=device, **kwargs)
+        return WarpVecEnv(env_id, num_envs, seed=seed, device=device or "cuda", **kwargs)
     if backend == "mujoco":
         from policylab.core.envs.mujoco_engine import MujocoVecEnv
 
