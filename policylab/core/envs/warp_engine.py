@@ -4,7 +4,7 @@ Physics runs in MuJoCo Warp, one world per env. Observations, rewards, terminati
 task classes of `policylab.core.envs.mujoco_engine` on torch tensors that are zero-copy views of MuJoCo Warp's
 arrays (`wp.to_torch`), so nothing leaves the device. On CUDA the `frame_skip` physics steps of an env step are
 captured once into a CUDA graph and replayed; warp work runs on torch's current stream, so it stays ordered with the
-torch code that writes actions and reads results. Feet contact is read from the same per-foot `contact` sensors as
+torch code that writes actions and reads results. Feet contact is read from the same per-foot distance sensors as
 the mujoco backend: MuJoCo Warp evaluates them into `sensordata`.
 
 Precision: MuJoCo Warp computes in float32 with a solver tolerance of 1e-6, where the mujoco backend and Gymnasium
@@ -155,7 +155,7 @@ class WarpVecEnv(VecEnv):
         terminated = ~healthy if terminates else torch.zeros(self.num_envs, dtype=torch.bool, device=self.device)
         truncated = self._elapsed_steps >= self.max_episode_steps
         observations = self._observe()
-        feet_contact = self._sensordata[:, : len(self.task.feet)] > 0
+        feet_contact = self.task.feet_contact(self._sensordata)
         info = self._state_info(feet_contact) | step_info
 
         done = terminated | truncated

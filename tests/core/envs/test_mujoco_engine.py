@@ -2,6 +2,7 @@
 trajectories, reward terms, terminations, reset noise and same-step auto-reset."""
 
 import gymnasium as gym
+import mujoco
 import numpy as np
 import pytest
 
@@ -188,3 +189,24 @@ def test_bad_input_gets_clear_errors():
             engine.step(np.zeros(3))
         with pytest.raises(ValueError, match="expected qpos and qvel of shapes"):
             engine.set_state(np.zeros((2, 5)), np.zeros((2, 6)))
+
+
+@pytest.mark.parametrize("env_id", ["Hopper-v5", "Walker2d-v5", "HalfCheetah-v5", "Ant-v5"])
+def test_feet_contact_agrees_with_mujocos_contact_list(env_id):
+    task = LOCOMOTION_TASKS[env_id]
+    model = task.load_model()
+    data, detector = mujoco.MjData(model), task(model)
+    feet, floor = [model.geom(foot).id for foot in task.feet], model.geom("floor").id
+    rng = np.random.default_rng(0)
+    touching = np.zeros(len(feet))
+    for step in range(600):
+        if step % 200 == 0:
+            mujoco.mj_resetData(model, data)
+        data.ctrl[:] = rng.uniform(-1, 1, model.nu)
+        mujoco.mj_step(model, data)
+        mujoco.mj_forward(model, data)  # contacts and sensors of the same state
+        pairs = [{contact.geom1, contact.geom2} for contact in data.contact]
+        expected = np.array([{foot, floor} in pairs for foot in feet])
+        np.testing.assert_array_equal(detector.feet_contact(data.sensordata[None])[0], expected)
+        touching += expected
+    assert touching.min() > 0  # every foot touched the floor at some point
