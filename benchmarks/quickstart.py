@@ -59,7 +59,7 @@ def main(args: Args) -> None:
         ("dataset episodes", float(data_returns.mean()), float(data_returns.std())),
         (f"TD3+BC, {args.steps} updates", trained.return_mean, trained.return_std),
     ]
-    print(f"\n{dataset.env_id}, {args.episodes} evaluation episodes (seeds 10000+), return mean ± std")
+    print(f"\n{dataset.env_id}, {args.episodes} evaluation episodes (evaluation seed 10000), return mean ± std")
     for name, mean, std in rows:
         print(f"  {name:<28} {mean:9.1f} ± {std:6.1f}")
     summary = {name: {"return_mean": round(mean, 2), "return_std": round(std, 2)} for name, mean, std in rows}
