@@ -15,6 +15,7 @@ up by name in the registry that `register_agent` fills, never imported from a pa
 from __future__ import annotations
 
 import dataclasses
+import json
 import os
 import random
 import types
@@ -29,6 +30,8 @@ import torch
 from torch import nn
 
 from policylab.core.files import atomic_write
+from policylab.core.logging import MetricLogger, plot_learning_curve
+from policylab.core.runs import RunDirectory
 
 CHECKPOINT_FORMAT = "policylab-agent/1"
 AgentType = TypeVar("AgentType", bound="Agent")
@@ -317,6 +320,50 @@ class Agent:
         """Save config, spaces, weights, optimiser states and the library version to one file, atomically."""
         save_checkpoint(self.checkpoint_payload(), path)
 
+    # -- run directories (shared by the offline and online loops) ----------------------------------
+
+    def _open_run(
+        self, run: RunDirectory, logger: MetricLogger, settings: dict[str, Any], resume: bool
+    ) -> dict[str, Any] | None:
+        """Record the run's config; when resuming, restore agent and random state from the checkpoint and
+        return its payload (None for a fresh run). `settings` are the loop's arguments."""
+        config = {"algorithm": self.algorithm_name, "agent": config_to_dict(self.config), **settings}
+        if not run.checkpoint.exists():
+            run.write_json("config.json", config)
+            return None
+        if not resume:
+            raise FileExistsError(
+                f"{run.path} already holds a run: pass resume=True (--resume) to continue it, "
+                "or choose another run directory"
+            )
+        recorded, current = run.read_json("config.json"), json.loads(json.dumps(config, default=str))
+        recorded["agent"].pop("device", None)  # a run may continue on another device
+        current["agent"].pop("device", None)
+        if (recorded["algorithm"], recorded["agent"]) != (current["algorithm"], current["agent"]):
+            raise ValueError(
+                f"cannot resume {run.path}: it was started with a different configuration "
+                f"({recorded['agent']} vs {current['agent']})"
+            )
+        payload = load_checkpoint(run.checkpoint)
+        self.load_state_dict(payload["agent"])
+        set_rng_state(payload["training"]["rng"])
+        logger.truncate_after(int(payload["training"]["step"]))
+        run.write_json("config.json", config)
+        return payload
+
+    def _finish_run(self, run: RunDirectory, logger: MetricLogger, result: Any) -> None:
+        """Save the final agent and evaluation, close the metrics and plot the learning curve."""
+        self.save(run.final_agent)
+        if result is not None:
+            run.write_json("evaluation.json", result.to_dict())
+        logger.close()
+        plot_learning_curve(run.path)
+
+    @classmethod
+    def from_spaces(cls, observation_space: gym.Space, action_space: gym.Space, config: AgentConfig) -> Agent:
+        """An untrained agent for these spaces (how checkpoints are rebuilt)."""
+        return cls(observation_space, action_space, config)
+
     @classmethod
     def from_checkpoint_payload(cls, payload: Mapping[str, Any], device: str | None = None) -> Agent:
         """Rebuild the agent recorded in a checkpoint payload (any registered class)."""
@@ -329,7 +376,7 @@ class Agent:
         if device is not None:
             config_values["device"] = device
         config = config_from_dict(agent_class.config_class, config_values)
-        agent = agent_class(
+        agent = agent_class.from_spaces(
             space_from_dict(payload["observation_space"]), space_from_dict(payload["action_space"]), config
         )
         if not isinstance(agent, cls):

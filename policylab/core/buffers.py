@@ -5,13 +5,16 @@ Both keep torch tensors on the agent's device, so sampling a batch never leaves 
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 import torch
 
 from policylab.core.data import OfflineDataset
+from policylab.core.files import atomic_write
 
 
 class TransitionBatch(NamedTuple):
@@ -46,6 +49,8 @@ class ReplayBuffer:
         self.storage = torch.zeros(capacity, 2 * observation_dim + action_dim + 2, device=self.device)
         self.position = 0
         self.size = 0
+        self.total_added = 0  # transitions ever added: row `g` of that history lives at `g % capacity`
+        self._saved_until = 0  # history rows already written by `save_new_rows`
         self.generator = torch.Generator(device=self.device)
         self.generator.manual_seed(seed if seed is not None else int(torch.randint(2**62, ()).item()))
         boundaries = np.cumsum([0, observation_dim, action_dim, 1, observation_dim, 1])
@@ -89,6 +94,7 @@ class ReplayBuffer:
             dim=1,
         )
         count = rows.shape[0]
+        self.total_added += count
         if count > self.capacity:  # only the newest `capacity` rows survive a ring write anyway
             rows, count = rows[-self.capacity :], self.capacity
         indices = (self.position + torch.arange(count, device=self.device)) % self.capacity
@@ -131,6 +137,56 @@ class ReplayBuffer:
         self.storage[:size] = state["storage"].to(self.device)
         self.position, self.size = int(state["position"]), size
         self.generator.set_state(state["generator"])
+
+    # -- incremental saving: a checkpoint writes only the rows added since the last one ------------
+
+    def save_new_rows(self, directory: str | os.PathLike) -> None:
+        """Write the transitions added since the last call to a new shard file in `directory`, atomically, and
+        delete shards whose rows have all been overwritten. A checkpoint of a full 1M buffer thus costs the
+        rows of one checkpoint interval, not the whole buffer."""
+        directory = Path(directory)
+        end = self.total_added
+        start = max(self._saved_until, end - self.capacity)
+        if end > start:
+            indices = torch.arange(start, end, device=self.device) % self.capacity
+            rows = self.storage[indices].cpu()
+            atomic_write(directory / f"rows-{start:012d}-{end:012d}.pt", lambda file: torch.save(rows, file))
+        self._saved_until = end
+        for shard, (_, shard_end) in _shards(directory):
+            if shard_end <= end - self.capacity:
+                shard.unlink()
+
+    def load_rows(self, directory: str | os.PathLike, total_added: int, generator_state: torch.Tensor) -> None:
+        """Rebuild the buffer as it was when `total_added` transitions had been added (shards written after that
+        point, by a run killed before its checkpoint, are deleted)."""
+        first_needed = max(0, total_added - self.capacity)
+        covered = first_needed
+        for shard, (start, end) in _shards(Path(directory)):
+            if start >= total_added:
+                shard.unlink()
+                continue
+            if end <= first_needed:
+                continue
+            rows = torch.load(shard, map_location=self.device, weights_only=True)
+            low, high = max(start, first_needed), min(end, total_added)
+            if low > covered:
+                raise ValueError(f"replay shards in {directory} miss transitions {covered}..{low}")
+            self.storage[torch.arange(low, high, device=self.device) % self.capacity] = rows[low - start : high - start]
+            covered = max(covered, high)
+        if covered < total_added:
+            raise ValueError(f"replay shards in {directory} hold transitions up to {covered}, not {total_added}")
+        self.total_added = self._saved_until = total_added
+        self.position, self.size = total_added % self.capacity, min(total_added, self.capacity)
+        self.generator.set_state(generator_state)
+
+
+def _shards(directory: Path) -> list[tuple[Path, tuple[int, int]]]:
+    """Shard files written by `ReplayBuffer.save_new_rows`, oldest first, with their (start, end) rows."""
+    shards = []
+    for path in directory.glob("rows-*-*.pt"):
+        start, end = path.stem.split("-")[1:]
+        shards.append((path, (int(start), int(end))))
+    return sorted(shards, key=lambda item: item[1])
 
 
 def compute_gae(

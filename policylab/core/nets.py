@@ -173,6 +173,46 @@ class ObservationNormalizer(nn.Module):
         return (observations - self.mean) / self.std
 
 
+class RunningNormalizer(nn.Module):
+    """Running mean and variance of a stream of batches (Chan et al.'s parallel update, as Gymnasium's
+    `NormalizeObservation` and SB3's `VecNormalize` keep them), normalising to `(x − mean) / sqrt(var + eps)`
+    clipped to ±`clip`. Statistics are buffers, so they are saved with the agent."""
+
+    def __init__(self, shape: int | tuple[int, ...], clip: float = 10.0, epsilon: float = 1e-8) -> None:
+        super().__init__()
+        shape = (shape,) if isinstance(shape, int) else tuple(shape)
+        self.register_buffer("mean", torch.zeros(shape, dtype=torch.float64))
+        self.register_buffer("var", torch.ones(shape, dtype=torch.float64))
+        self.register_buffer("count", torch.tensor(1e-4, dtype=torch.float64))
+        self.clip, self.epsilon = clip, epsilon
+
+    @torch.no_grad()
+    def update(self, batch: torch.Tensor) -> None:
+        """Fold a batch `[n, *shape]` into the statistics."""
+        batch = batch.to(torch.float64).reshape(-1, *self.mean.shape)
+        batch_mean, batch_var, batch_count = batch.mean(0), batch.var(0, unbiased=False), batch.shape[0]
+        delta = batch_mean - self.mean
+        total = self.count + batch_count
+        self.mean += delta * batch_count / total
+        self.var.copy_(
+            (self.var * self.count + batch_var * batch_count + delta.pow(2) * self.count * batch_count / total) / total
+        )
+        self.count.copy_(total)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        normalized = (x - self.mean) / torch.sqrt(self.var + self.epsilon)
+        return normalized.clamp(-self.clip, self.clip).to(x.dtype if x.is_floating_point() else torch.float32)
+
+
+def orthogonal_init(module: nn.Module, gain: float = math.sqrt(2), bias: float = 0.0) -> nn.Module:
+    """Orthogonal weights with `gain` and constant biases for every linear layer of `module` (PPO's init)."""
+    for layer in module.modules():
+        if isinstance(layer, nn.Linear):
+            nn.init.orthogonal_(layer.weight, gain)
+            nn.init.constant_(layer.bias, bias)
+    return module
+
+
 class ActionScaler(nn.Module):
     """Maps actions between the squashed range [-1, 1] and a Box's [low, high]."""
 

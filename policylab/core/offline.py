@@ -6,7 +6,6 @@ dataset-derived state such as normalisation statistics, `prepare(dataset)`); `fi
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Callable
 
@@ -17,17 +16,14 @@ import torch
 from policylab.core.agent import (
     Agent,
     AgentConfig,
-    config_to_dict,
-    load_checkpoint,
     rng_state,
     save_checkpoint,
-    set_rng_state,
 )
 from policylab.core.buffers import ReplayBuffer, TransitionBatch
 from policylab.core.data import OfflineDataset
 from policylab.core.envs import make_env
 from policylab.core.evaluation import EvaluationResult, evaluate
-from policylab.core.logging import MetricAccumulator, MetricLogger, plot_learning_curve, progress_bar
+from policylab.core.logging import MetricAccumulator, MetricLogger, progress_bar
 from policylab.core.runs import RunDirectory
 
 
@@ -100,11 +96,13 @@ class OfflineAgent(Agent):
         run = RunDirectory(run_dir) if run_dir is not None else None
         logger = MetricLogger(run.path) if run is not None else None
         settings = {
-            "dataset": dataset.dataset_id,
-            "steps": steps,
-            "eval_env": eval_env,
-            "eval_every": eval_every,
-            "eval_episodes": eval_episodes,
+            "fit": {
+                "dataset": dataset.dataset_id,
+                "steps": steps,
+                "eval_env": eval_env,
+                "eval_every": eval_every,
+                "eval_episodes": eval_episodes,
+            }
         }
         start = 0
         if run is not None:
@@ -129,7 +127,7 @@ class OfflineAgent(Agent):
                     self._save_training_checkpoint(run, buffer, step)
                 bar.update(1)
         if run is not None:
-            self._finish(run, logger, result)
+            self._finish_run(run, logger, result)
         return result
 
     def evaluate(self, env_id: str, episodes: int = 10) -> EvaluationResult:
@@ -141,31 +139,11 @@ class OfflineAgent(Agent):
     def _start_or_resume(
         self, run: RunDirectory, buffer: ReplayBuffer, logger: MetricLogger, settings: dict, resume: bool
     ) -> int:
-        config = {"algorithm": self.algorithm_name, "agent": config_to_dict(self.config), "fit": settings}
-        if run.checkpoint.exists():
-            if not resume:
-                raise FileExistsError(
-                    f"{run.path} already holds a run: pass resume=True (--resume) to continue it, "
-                    "or choose another run directory"
-                )
-            recorded, current = run.read_json("config.json"), json.loads(json.dumps(config))
-            recorded["agent"].pop("device", None)  # a run may continue on another device
-            current["agent"].pop("device", None)
-            if (recorded["algorithm"], recorded["agent"]) != (current["algorithm"], current["agent"]):
-                raise ValueError(
-                    f"cannot resume {run.path}: it was started with a different configuration "
-                    f"({recorded['agent']} vs {current['agent']})"
-                )
-            payload = load_checkpoint(run.checkpoint)
-            self.load_state_dict(payload["agent"])
-            buffer.generator.set_state(payload["training"]["buffer_generator"])
-            set_rng_state(payload["training"]["rng"])
-            step = int(payload["training"]["step"])
-            logger.truncate_after(step)
-            run.write_json("config.json", config)
-            return step
-        run.write_json("config.json", config)
-        return 0
+        payload = self._open_run(run, logger, settings, resume)
+        if payload is None:
+            return 0
+        buffer.generator.set_state(payload["training"]["buffer_generator"])
+        return int(payload["training"]["step"])
 
     def _save_training_checkpoint(self, run: RunDirectory, buffer: ReplayBuffer, step: int) -> None:
         payload = self.checkpoint_payload()
@@ -175,10 +153,3 @@ class OfflineAgent(Agent):
             "buffer_generator": buffer.generator.get_state(),
         }
         save_checkpoint(payload, run.checkpoint)
-
-    def _finish(self, run: RunDirectory, logger: MetricLogger, result: EvaluationResult | None) -> None:
-        self.save(run.final_agent)
-        if result is not None:
-            run.write_json("evaluation.json", result.to_dict())
-        logger.close()
-        plot_learning_curve(run.path)

@@ -13,6 +13,7 @@ batch in numpy. Two physics paths share one interface:
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
 from concurrent.futures import ThreadPoolExecutor
@@ -21,6 +22,7 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import mujoco
 import numpy as np
+import torch
 from mujoco import rollout
 
 from policylab.core.envs.vector import VecEnv
@@ -437,6 +439,28 @@ class MujocoVecEnv(VecEnv):
         self._warmstarts[:] = 0.0
         self._compute_body_positions(np.arange(self.num_envs))
         return self._observe()
+
+    def state_dict(self) -> dict[str, Any] | None:
+        """Physics states, solver warm-starts, contact forces, step counts and the reset-noise generator."""
+        return {
+            "states": torch.from_numpy(self._states.copy()),
+            "warmstarts": torch.from_numpy(self._warmstarts.copy()),
+            "contact_forces": torch.from_numpy(self._contact_forces.copy()),
+            "body_xpos": torch.from_numpy(self._body_xpos.copy()),
+            "elapsed_steps": torch.from_numpy(self._elapsed_steps.copy()),
+            "rng": json.dumps(self._rng.bit_generator.state),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from what `state_dict` returned."""
+        if tuple(state["states"].shape) != self._states.shape:
+            raise ValueError(f"saved state has shape {tuple(state['states'].shape)}, these envs {self._states.shape}")
+        self._states[:] = state["states"].numpy()
+        self._warmstarts[:] = state["warmstarts"].numpy()
+        self._contact_forces[:] = state["contact_forces"].numpy()
+        self._body_xpos[:] = state["body_xpos"].numpy()
+        self._elapsed_steps[:] = state["elapsed_steps"].numpy()
+        self._rng.bit_generator.state = json.loads(state["rng"])
 
     def close(self, **kwargs: Any) -> None:
         self.physics.close()

@@ -115,6 +115,22 @@ class TorchVecEnv(VecEnv):
         self.elapsed_steps.zero_()
         return self._observations(self.state)
 
+    def state_dict(self) -> dict[str, Any] | None:
+        """Episode states, step counts and the generator."""
+        if self.state is None:
+            raise RuntimeError(f"{self.env_id}: call reset() before state_dict()")
+        return {
+            "state": self.state.clone(),
+            "elapsed_steps": self.elapsed_steps.clone(),
+            "generator": self.generator.get_state(),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from what `state_dict` returned."""
+        self.set_state(state["state"])
+        self.elapsed_steps.copy_(state["elapsed_steps"])
+        self.generator.set_state(state["generator"])
+
     def step(
         self, actions: torch.Tensor | np.ndarray
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:

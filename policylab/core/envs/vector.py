@@ -40,6 +40,16 @@ class VecEnv(gym.vector.VectorEnv):
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.env_id!r}, num_envs={self.num_envs}, backend={self.backend!r})"
 
+    def state_dict(self) -> dict[str, Any] | None:
+        """Everything the envs need to continue exactly where they are (episode states, step counts, random
+        generator), as plain data; None when the backend cannot capture it (a resumed run then restarts the
+        episodes)."""
+        return None
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue from what `state_dict` returned."""
+        raise NotImplementedError(f"the {self.backend} backend cannot restore its state")
+
 
 def to_numpy(array: Any) -> np.ndarray:
     """A numpy view of a torch tensor (moved to the CPU) or of any array-like."""
@@ -79,6 +89,12 @@ class TorchArrays(VecEnv):
 
     def close(self, **kwargs: Any) -> None:
         self.env.close(**kwargs)
+
+    def state_dict(self) -> dict[str, Any] | None:
+        return self.env.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.env.load_state_dict(state)
 
     @property
     def unwrapped(self) -> VecEnv:

@@ -1,0 +1,366 @@
+"""policylab's SAC and PPO next to Stable-Baselines3's, with matched hyper-parameters, on MuJoCo tasks.
+
+Every (algorithm, framework, task, seed) is one run in its own process; each finished run writes
+`<out>/runs/<name>.json` (its evaluation curve, final return, area under the curve and training
+env-steps/s), so a killed benchmark resumes where it stopped (policylab runs also resume mid-way from
+their checkpoints). Both frameworks are evaluated by the same code (`policylab.core.evaluation.evaluate`,
+deterministic actions, `eval_episodes` episodes seeded with seed + 100) every `eval_every` env steps, and
+evaluation time is excluded from env-steps/s. policylab trains on `make_vec_env`'s fastest backend, SB3 on
+Gymnasium envs in its own `DummyVecEnv`, as their users would.
+
+    python benchmarks/online_mujoco.py                        # the committed comparison
+    python benchmarks/online_mujoco.py --sac-steps 20000 --ppo-steps 50000 --seeds 0   # a quick look
+
+Matched settings. SAC: 256-256, Adam 3e-4 everywhere, batch 256, buffer 1M, 5000 random steps, τ 0.005,
+γ 0.99, one update per env step, entropy coefficient tuned from 1.0 towards −dim(A). PPO (CleanRL's MuJoCo
+settings): 2048 steps × 1 env, 32 minibatches of 64, 10 epochs, lr 3e-4 annealed, clip 0.2 on ratio and
+value, γ 0.99, λ 0.95, no entropy bonus, 64-64 tanh, orthogonal init, observations and rewards normalised
+(SB3's `VecNormalize`). SB3's value clipping uses the clipped prediction alone, policylab takes the larger of
+the clipped and unclipped losses (CleanRL's form).
+
+Writes `<out>/online_mujoco.json`, `<out>/online_mujoco.md` and `<out>/online_mujoco.png`.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import json
+import multiprocessing
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+import tyro
+
+from policylab.core.files import atomic_write
+
+ALGORITHMS = ("sac", "ppo")
+FRAMEWORKS = ("policylab", "sb3")
+
+
+@dataclasses.dataclass
+class Settings:
+    """What to run."""
+
+    envs: tuple[str, ...] = ("Hopper-v5", "HalfCheetah-v5")
+    """MuJoCo tasks"""
+    algorithms: tuple[str, ...] = ALGORITHMS
+    """sac and/or ppo"""
+    frameworks: tuple[str, ...] = FRAMEWORKS
+    """policylab and/or sb3"""
+    seeds: tuple[int, ...] = (0, 1)
+    """seeds of every (algorithm, framework, task)"""
+    sac_steps: int = 100_000
+    """env steps of each SAC run"""
+    ppo_steps: int = 501_760
+    """env steps of each PPO run (245 rollouts of 2048)"""
+    sac_eval_every: int = 5000
+    """env steps between SAC evaluations"""
+    ppo_eval_every: int = 10_240
+    """env steps between PPO evaluations (a multiple of the 2048-step rollout)"""
+    eval_episodes: int = 10
+    """episodes per evaluation"""
+    workers: int = 2
+    """runs in parallel, one process each"""
+    threads: int = 1
+    """torch threads per run"""
+    out: Path = Path("benchmarks/results")
+    """where results go (runs/ holds one JSON per finished run, work/ the policylab checkpoints)"""
+    report_only: bool = False
+    """only rebuild the table and plot from finished runs"""
+
+
+def run_name(algorithm: str, framework: str, env_id: str, seed: int) -> str:
+    return f"{algorithm}-{framework}-{env_id}-s{seed}"
+
+
+def area_under_curve(steps: list[int], returns: list[float]) -> float:
+    """Mean evaluated return over the run (trapezoidal area under the curve divided by its length)."""
+    if len(steps) < 2:
+        return float(returns[-1])
+    return float(np.trapezoid(returns, steps) / (steps[-1] - steps[0]))
+
+
+class EvalClock:
+    """Evaluates a policy at fixed step intervals and records the curve and the time spent evaluating."""
+
+    def __init__(self, env_id: str, episodes: int, seed: int) -> None:
+        self.env_id, self.episodes, self.seed = env_id, episodes, seed
+        self.steps: list[int] = []
+        self.returns: list[float] = []
+        self.seconds = 0.0
+
+    def __call__(self, step: int, policy) -> float:
+        from policylab.core.evaluation import evaluate
+
+        started = time.perf_counter()
+        result = evaluate(policy, self.env_id, episodes=self.episodes, seed=self.seed + 100)
+        self.seconds += time.perf_counter() - started
+        self.steps.append(step)
+        self.returns.append(result.return_mean)
+        return result.return_mean
+
+
+def train_policylab(algorithm: str, env_id: str, seed: int, steps: int, eval_every: int, settings: Settings) -> dict:
+    from policylab.online_rl import PPO, SAC, PPOConfig, SACConfig
+
+    agent = SAC(env_id, SACConfig(seed=seed)) if algorithm == "sac" else PPO(env_id, PPOConfig(seed=seed))
+    clock = EvalClock(env_id, settings.eval_episodes, seed)
+    agent.evaluate = lambda env, episodes: _timed_agent_evaluation(agent, clock, env, episodes)
+    run_dir = settings.out / "work" / run_name(algorithm, "policylab", env_id, seed)
+    started = time.perf_counter()
+    first_step = None
+
+    def note_start(agent_) -> None:
+        nonlocal first_step, started
+        if first_step is None:  # time from the end of the first iteration (after a resume, of this segment)
+            first_step, started = agent_.num_timesteps, time.perf_counter()
+
+    agent.learn(
+        steps,
+        eval_every=eval_every,
+        eval_episodes=settings.eval_episodes,
+        run_dir=run_dir,
+        resume=True,
+        progress=False,
+        callback=note_start,
+    )
+    elapsed = time.perf_counter() - started - clock.seconds
+    _read_curve_from_metrics(run_dir, clock)
+    return {
+        "env_steps_per_second": (agent.num_timesteps - first_step) / elapsed,
+        "backend": agent.envs.backend,
+        "steps": clock.steps,
+        "returns": clock.returns,
+    }
+
+
+def _timed_agent_evaluation(agent, clock: EvalClock, env_id: str, episodes: int):
+    from policylab.core.evaluation import evaluate
+
+    started = time.perf_counter()
+    result = evaluate(agent, env_id, episodes=episodes, seed=agent.config.seed + 100)
+    clock.seconds += time.perf_counter() - started
+    return result
+
+
+def _read_curve_from_metrics(run_dir: Path, clock: EvalClock) -> None:
+    """The whole evaluation curve, including evaluations made before a resume."""
+    from policylab.core.logging import MetricLogger
+
+    rows = [row for row in MetricLogger(run_dir, tensorboard=False).read() if row.get("eval/return_mean")]
+    clock.steps = [int(row["step"]) for row in rows]
+    clock.returns = [float(row["eval/return_mean"]) for row in rows]
+
+
+def train_sb3(algorithm: str, env_id: str, seed: int, steps: int, eval_every: int, settings: Settings) -> dict:
+    import gymnasium as gym
+    from stable_baselines3 import PPO, SAC
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+    clock = EvalClock(env_id, settings.eval_episodes, seed)
+    env = DummyVecEnv([lambda: gym.make(env_id)])
+    if algorithm == "sac":
+        model = SAC(
+            "MlpPolicy",
+            env,
+            learning_rate=3e-4,
+            buffer_size=1_000_000,
+            learning_starts=5000,
+            batch_size=256,
+            tau=0.005,
+            gamma=0.99,
+            train_freq=1,
+            gradient_steps=1,
+            ent_coef="auto_1.0",
+            policy_kwargs={"net_arch": [256, 256]},
+            seed=seed,
+            device="cpu",
+        )
+        normalizer = None
+    else:
+        env = normalizer = VecNormalize(env, gamma=0.99, clip_obs=10.0, clip_reward=10.0)
+        model = PPO(
+            "MlpPolicy",
+            env,
+            learning_rate=lambda remaining: 3e-4 * remaining,
+            n_steps=2048,
+            batch_size=64,
+            n_epochs=10,
+            gamma=0.99,
+            gae_lambda=0.95,
+            clip_range=0.2,
+            clip_range_vf=0.2,
+            ent_coef=0.0,
+            vf_coef=0.5,
+            max_grad_norm=0.5,
+            policy_kwargs={"net_arch": {"pi": [64, 64], "vf": [64, 64]}},
+            seed=seed,
+            device="cpu",
+        )
+
+    def policy(observations):
+        if normalizer is not None:
+            observations = normalizer.normalize_obs(observations)
+        return model.predict(observations, deterministic=True)[0]
+
+    class Evaluations(BaseCallback):
+        def _on_step(self) -> bool:
+            if self.num_timesteps % eval_every == 0 or self.num_timesteps == steps:
+                clock(self.num_timesteps, policy)
+            return True
+
+    started = time.perf_counter()
+    model.learn(steps, callback=Evaluations())
+    elapsed = time.perf_counter() - started - clock.seconds
+    return {
+        "env_steps_per_second": steps / elapsed,
+        "backend": "gymnasium (SB3 DummyVecEnv)",
+        "steps": clock.steps,
+        "returns": clock.returns,
+    }
+
+
+def run_one(algorithm: str, framework: str, env_id: str, seed: int, settings: Settings) -> dict:
+    """Train one configuration and write its result file; returns the result."""
+    import torch
+
+    torch.set_num_threads(settings.threads)
+    steps = settings.sac_steps if algorithm == "sac" else settings.ppo_steps
+    eval_every = settings.sac_eval_every if algorithm == "sac" else settings.ppo_eval_every
+    train = train_policylab if framework == "policylab" else train_sb3
+    result = train(algorithm, env_id, seed, steps, eval_every, settings)
+    result.update(
+        {
+            "algorithm": algorithm,
+            "framework": framework,
+            "env_id": env_id,
+            "seed": seed,
+            "total_steps": steps,
+            "final_return": result["returns"][-1],
+            "auc_return": area_under_curve(result["steps"], result["returns"]),
+            "torch_threads": settings.threads,
+            "parallel_runs": settings.workers,
+            "machine": _machine(),
+        }
+    )
+    path = settings.out / "online_mujoco" / f"{run_name(algorithm, framework, env_id, seed)}.json"
+    text = json.dumps(result, indent=1) + "\n"
+    atomic_write(path, lambda file: file.write(text.encode()))
+    return result
+
+
+def _machine() -> str:
+    import os
+
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {platform.system()}"
+
+
+def report(settings: Settings) -> None:
+    """Aggregate finished runs into a JSON summary, a Markdown table and a learning-curve plot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    results = [json.loads(path.read_text()) for path in sorted((settings.out / "online_mujoco").glob("*.json"))]
+    groups: dict[tuple[str, str, str], list[dict]] = {}
+    for result in results:
+        groups.setdefault((result["algorithm"], result["env_id"], result["framework"]), []).append(result)
+    rows = []
+    for (algorithm, env_id, framework), runs in sorted(groups.items()):
+        finals = [run["final_return"] for run in runs]
+        aucs = [run["auc_return"] for run in runs]
+        speeds = [run["env_steps_per_second"] for run in runs]
+        rows.append(
+            {
+                "algorithm": algorithm,
+                "env_id": env_id,
+                "framework": framework,
+                "seeds": [r["seed"] for r in runs],
+                "steps": runs[0]["total_steps"],
+                "final_mean": float(np.mean(finals)),
+                "final_min": min(finals),
+                "final_max": max(finals),
+                "auc_mean": float(np.mean(aucs)),
+                "auc_min": min(aucs),
+                "auc_max": max(aucs),
+                "env_steps_per_second": float(np.mean(speeds)),
+            }
+        )
+    summary = {"machine": _machine(), "rows": rows}
+    (settings.out / "online_mujoco.json").write_text(json.dumps(summary, indent=1) + "\n")
+
+    lines = [
+        "| algorithm | task | framework | env steps | seeds | final return (min–max) | AUC return (min–max) "
+        "| env-steps/s | speed vs SB3 |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for row in rows:
+        sb3 = next(
+            (
+                r
+                for r in rows
+                if (r["algorithm"], r["env_id"], r["framework"]) == (row["algorithm"], row["env_id"], "sb3")
+            ),
+            None,
+        )
+        ratio = f"{row['env_steps_per_second'] / sb3['env_steps_per_second']:.2f}×" if sb3 else "–"
+        lines.append(
+            f"| {row['algorithm'].upper()} | {row['env_id']} | {row['framework']} | {row['steps']:,} | "
+            f"{len(row['seeds'])} | {row['final_mean']:.0f} ({row['final_min']:.0f}–{row['final_max']:.0f}) | "
+            f"{row['auc_mean']:.0f} ({row['auc_min']:.0f}–{row['auc_max']:.0f}) | "
+            f"{row['env_steps_per_second']:.0f} | {ratio} |"
+        )
+    (settings.out / "online_mujoco.md").write_text("\n".join(lines) + "\n")
+
+    pairs = sorted({(r["algorithm"], r["env_id"]) for r in results})
+    if not pairs:
+        return
+    figure, axes = plt.subplots(1, len(pairs), figsize=(4.5 * len(pairs), 3.6), squeeze=False)
+    for axis, (algorithm, env_id) in zip(axes[0], pairs):
+        for framework, color in zip(FRAMEWORKS, ("tab:blue", "tab:orange")):
+            for index, run in enumerate(
+                r for r in results if (r["algorithm"], r["env_id"], r["framework"]) == (algorithm, env_id, framework)
+            ):
+                axis.plot(run["steps"], run["returns"], color=color, alpha=0.8, label=framework if index == 0 else None)
+        axis.set_title(f"{algorithm.upper()} {env_id}")
+        axis.set_xlabel("env steps")
+        axis.set_ylabel("evaluation return")
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.tight_layout()
+    figure.savefig(settings.out / "online_mujoco.png", dpi=100)
+    plt.close(figure)
+
+
+def main(settings: Settings) -> None:
+    finished = {path.stem for path in (settings.out / "online_mujoco").glob("*.json")}
+    jobs = [
+        (algorithm, framework, env_id, seed)
+        for algorithm in settings.algorithms
+        for env_id in settings.envs
+        for seed in settings.seeds
+        for framework in settings.frameworks
+        if run_name(algorithm, framework, env_id, seed) not in finished
+    ]
+    if not settings.report_only and jobs:
+        context = multiprocessing.get_context("spawn")
+        with concurrent.futures.ProcessPoolExecutor(settings.workers, mp_context=context) as pool:
+            futures = {pool.submit(run_one, *job, settings): job for job in jobs}
+            for future in concurrent.futures.as_completed(futures):
+                result = future.result()
+                print(
+                    f"{run_name(*futures[future])}: final {result['final_return']:.0f}, "
+                    f"AUC {result['auc_return']:.0f}, {result['env_steps_per_second']:.0f} env-steps/s",
+                    flush=True,
+                )
+                report(settings)
+    report(settings)
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Settings))

@@ -1,0 +1,6 @@
+"""Online reinforcement learning: SAC and PPO baselines and the methods built on them."""
+
+from policylab.online_rl.ppo import PPO, PPOConfig
+from policylab.online_rl.sac import SAC, SACConfig
+
+__all__ = ["PPO", "PPOConfig", "SAC", "SACConfig"]

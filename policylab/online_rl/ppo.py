@@ -1,0 +1,237 @@
+"""PPO: proximal policy optimisation with a clipped objective (Schulman et al., 2017), for continuous actions.
+
+Defaults are CleanRL's MuJoCo settings (`ppo_continuous_action.py`): 2048 steps per rollout, 32
+minibatches, 10 epochs, γ = 0.99, λ = 0.95, clip 0.2 on the ratio and on the value change, no
+entropy bonus, value weight 0.5, gradient norm 0.5, Adam 3e-4 (ε = 1e-5) annealed linearly to 0,
+64-64 tanh actor and critic with orthogonal init, a state-independent log-std, and running
+normalisation of observations and rewards (clipped to ±10; rewards scaled by the std of the
+discounted return). The normalisers are part of the agent, so evaluation and `act` see what
+training saw (frozen). Unlike CleanRL, truncated episodes bootstrap from V(final observation), as SB3 does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import gymnasium as gym
+import torch
+from torch import nn
+
+from policylab.core.agent import register_agent
+from policylab.core.buffers import RolloutBuffer
+from policylab.core.envs import VecEnv
+from policylab.core.nets import RunningNormalizer, gaussian_log_prob, mlp, orthogonal_init
+from policylab.core.online import OnlineAgent, OnlineConfig
+from policylab.core.runs import RunDirectory
+
+
+@dataclasses.dataclass
+class PPOConfig(OnlineConfig):
+    """PPO settings; defaults are CleanRL's for MuJoCo."""
+
+    learning_rate: float = 3e-4
+    """Adam learning rate (annealed linearly to 0 over the run when anneal_lr)"""
+    anneal_lr: bool = True
+    """anneal the learning rate linearly to 0 over total_timesteps"""
+    rollout_steps: int = 2048
+    """steps per env in each rollout"""
+    num_minibatches: int = 32
+    """minibatches per epoch"""
+    update_epochs: int = 10
+    """passes over each rollout"""
+    discount: float = 0.99
+    """discount factor γ"""
+    gae_lambda: float = 0.95
+    """GAE λ"""
+    clip_coef: float = 0.2
+    """PPO ratio clip ε"""
+    clip_value_loss: bool = True
+    """clip the value change to ±clip_coef, taking the larger of clipped and unclipped losses"""
+    entropy_coef: float = 0.0
+    """weight of the entropy bonus"""
+    value_coef: float = 0.5
+    """weight of the value loss"""
+    max_grad_norm: float = 0.5
+    """gradient norm clip"""
+    normalize_advantages: bool = True
+    """z-score advantages within each minibatch"""
+    target_kl: float | None = None
+    """stop an update's epochs early when the approximate KL exceeds this"""
+    normalize_observations: bool = True
+    """running z-score of observations, clipped to ±10"""
+    normalize_rewards: bool = True
+    """scale rewards by the running std of the discounted return, clipped to ±10"""
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    """hidden layer widths of actor and critic (tanh)"""
+
+
+class GaussianPolicy(nn.Module):
+    """A Gaussian policy with a state-independent log-std, and a separate value network (CleanRL's `Agent`)."""
+
+    def __init__(self, observation_dim: int, action_dim: int, hidden_sizes: tuple[int, ...]) -> None:
+        super().__init__()
+        self.mean = orthogonal_init(mlp(observation_dim, action_dim, hidden_sizes, nn.Tanh))
+        orthogonal_init(self.mean[-1], gain=0.01)
+        self.log_std = nn.Parameter(torch.zeros(action_dim))
+        self.value = orthogonal_init(mlp(observation_dim, 1, hidden_sizes, nn.Tanh))
+        orthogonal_init(self.value[-1], gain=1.0)
+
+    def log_prob_entropy_value(
+        self, observations: torch.Tensor, actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Log-density of `actions`, the policy's entropy and V(s), per sample."""
+        mean = self.mean(observations)
+        log_std = self.log_std.expand_as(mean)
+        entropy = (0.5 + 0.5 * math.log(2 * math.pi) + log_std).sum(-1)
+        return gaussian_log_prob(actions, mean, log_std), entropy, self.value(observations).squeeze(-1)
+
+    def sample(self, observations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A sampled action, its log-density and V(s)."""
+        mean = self.mean(observations)
+        actions = mean + self.log_std.exp() * torch.randn_like(mean)
+        log_prob = gaussian_log_prob(actions, mean, self.log_std.expand_as(mean))
+        return actions, log_prob, self.value(observations).squeeze(-1)
+
+
+@register_agent("ppo")
+class PPO(OnlineAgent):
+    """PPO with clipped policy and value objectives for continuous actions."""
+
+    config_class = PPOConfig
+    config: PPOConfig
+
+    def __init__(self, env: str | VecEnv | tuple[gym.Space, gym.Space], config: PPOConfig | None = None) -> None:
+        super().__init__(env, config)
+        if not isinstance(self.action_space, gym.spaces.Box):
+            raise ValueError(f"PPO (here) needs a continuous (Box) action space, got {self.action_space}")
+        cfg, device = self.config, self.device
+        if cfg.rollout_steps * cfg.num_envs < cfg.num_minibatches:
+            raise ValueError("rollout_steps × num_envs must be at least num_minibatches")
+        observation_dim, action_dim = self.observation_space.shape[0], self.action_space.shape[0]
+        self.policy = GaussianPolicy(observation_dim, action_dim, cfg.hidden_sizes).to(device)
+        self.observation_normalizer = RunningNormalizer(observation_dim).to(device)
+        self.return_normalizer = RunningNormalizer(()).to(device)
+        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=cfg.learning_rate, eps=1e-5)
+        self.buffer: RolloutBuffer | None = None
+        self._discounted_returns = torch.zeros(cfg.num_envs, device=device)
+        self._total_iterations = 1
+
+    def _normalize(self, observations: torch.Tensor) -> torch.Tensor:
+        return self.observation_normalizer(observations) if self.config.normalize_observations else observations
+
+    def _policy(self, observations: torch.Tensor, deterministic: bool) -> torch.Tensor:
+        normalized = self._normalize(observations)
+        if deterministic:
+            return self.policy.mean(normalized)
+        return self.policy.sample(normalized)[0]
+
+    # -- training ----------------------------------------------------------------------------------
+
+    def setup_learning(self, total_timesteps: int) -> None:
+        cfg = self.config
+        batch = cfg.rollout_steps * cfg.num_envs
+        self._total_iterations = max(1, math.ceil(total_timesteps / batch))
+        if self.buffer is None:
+            self.buffer = RolloutBuffer(
+                cfg.rollout_steps, cfg.num_envs, self.observation_space.shape, self.action_space.shape, self.device
+            )
+
+    def collect_and_train(self, envs: VecEnv) -> dict[str, torch.Tensor]:
+        """One rollout of `rollout_steps` vector steps, then `update_epochs` epochs of minibatch updates."""
+        cfg = self.config
+        iteration = self.num_timesteps // (cfg.rollout_steps * cfg.num_envs)
+        if cfg.anneal_lr:
+            self.optimizer.param_groups[0]["lr"] = cfg.learning_rate * (1.0 - iteration / self._total_iterations)
+        self._collect_rollout(envs)
+        return self.update()
+
+    @torch.no_grad()
+    def _collect_rollout(self, envs: VecEnv) -> None:
+        cfg = self.config
+        self.buffer.reset()
+        for _ in range(cfg.rollout_steps):
+            if cfg.normalize_observations:
+                self.observation_normalizer.update(self.observations)
+            normalized = self._normalize(self.observations)
+            actions, log_probs, values = self.policy.sample(normalized)
+            step = self.step_envs(envs, actions)
+            rewards = self._scale_rewards(step.rewards, step.terminations, step.truncations)
+            final_values = self.policy.value(self._normalize(step.final_observations)).squeeze(-1)
+            self.buffer.add(
+                normalized, actions, log_probs, values, rewards, step.terminations, step.truncations, final_values
+            )
+        last_values = self.policy.value(self._normalize(self.observations)).squeeze(-1)
+        self.buffer.compute_advantages(last_values, cfg.discount, cfg.gae_lambda)
+
+    def _scale_rewards(
+        self, rewards: torch.Tensor, terminations: torch.Tensor, truncations: torch.Tensor
+    ) -> torch.Tensor:
+        """SB3 `VecNormalize`'s reward scaling: divide by the running std of each env's discounted return."""
+        if not self.config.normalize_rewards:
+            return rewards
+        self._discounted_returns = self._discounted_returns * self.config.discount + rewards
+        self.return_normalizer.update(self._discounted_returns)
+        self._discounted_returns *= 1.0 - torch.maximum(terminations, truncations)
+        scale = torch.sqrt(self.return_normalizer.var + self.return_normalizer.epsilon).float()
+        return (rewards / scale).clamp(-self.return_normalizer.clip, self.return_normalizer.clip)
+
+    def update(self) -> dict[str, torch.Tensor]:
+        """Clipped-surrogate epochs over the rollout in the buffer."""
+        cfg = self.config
+        minibatch_size = (cfg.rollout_steps * cfg.num_envs) // cfg.num_minibatches
+        totals = torch.zeros(6, device=self.device)  # policy, value, entropy losses, approx KL, clip fraction, count
+        for _ in range(cfg.update_epochs):
+            for batch in self.buffer.minibatches(minibatch_size):
+                log_probs, entropy, values = self.policy.log_prob_entropy_value(batch["observations"], batch["actions"])
+                log_ratio = log_probs - batch["log_probs"]
+                ratio = log_ratio.exp()
+                advantages = batch["advantages"]
+                if cfg.normalize_advantages:
+                    advantages = (advantages - advantages.mean()) / (advantages.std() + 1e-8)
+                policy_loss = torch.maximum(
+                    -advantages * ratio, -advantages * ratio.clamp(1 - cfg.clip_coef, 1 + cfg.clip_coef)
+                ).mean()
+                value_error = (values - batch["returns"]).pow(2)
+                if cfg.clip_value_loss:
+                    clipped = batch["values"] + (values - batch["values"]).clamp(-cfg.clip_coef, cfg.clip_coef)
+                    value_error = torch.maximum(value_error, (clipped - batch["returns"]).pow(2))
+                value_loss = 0.5 * value_error.mean()
+                entropy_loss = entropy.mean()
+                loss = policy_loss - cfg.entropy_coef * entropy_loss + cfg.value_coef * value_loss
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
+                self.optimizer.step()
+                self.num_updates += 1
+                with torch.no_grad():
+                    approx_kl = ((ratio - 1) - log_ratio).mean()
+                    clip_fraction = ((ratio - 1.0).abs() > cfg.clip_coef).float().mean()
+                    totals += torch.stack(
+                        [
+                            policy_loss.detach(),
+                            value_loss.detach(),
+                            entropy_loss.detach(),
+                            approx_kl,
+                            clip_fraction,
+                            torch.ones((), device=self.device),
+                        ]
+                    )
+            if cfg.target_kl is not None and approx_kl.item() > cfg.target_kl:
+                break
+        means = totals[:5] / totals[5]
+        returns, values = self.buffer.returns.flatten(), self.buffer.values.flatten()
+        explained_variance = 1.0 - (returns - values).var() / returns.var().clamp_min(1e-8)
+        names = ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction")
+        metrics = {f"train/{name}": value for name, value in zip(names, means)}
+        metrics["train/explained_variance"] = explained_variance
+        metrics["train/learning_rate"] = torch.tensor(self.optimizer.param_groups[0]["lr"])
+        return metrics
+
+    # -- resumable state -----------------------------------------------------------------------------
+
+    def training_state(self) -> dict:
+        return {"discounted_returns": self._discounted_returns}
+
+    def load_training_state(self, state: dict, run: RunDirectory) -> None:
+        self._discounted_returns = state["discounted_returns"].to(self.device)

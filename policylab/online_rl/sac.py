@@ -1,0 +1,185 @@
+"""SAC: soft actor-critic with automatic entropy tuning (Haarnoja et al., 2018).
+
+Twin critics are one batched module (`EnsembleCritic`), the replay buffer lives on the agent's
+device, and metrics stay tensors until logged. Defaults follow Stable-Baselines3 and CleanRL for
+MuJoCo: 256-256 networks, learning rate 3e-4, batch 256, τ = 0.005, γ = 0.99, target entropy
+−dim(A), entropy coefficient starting at 1, 5000 uniformly random steps before learning.
+
+Each update follows SB3's order: the entropy coefficient steps on the current policy's
+log-density, the critics on the soft Bellman target with the target critics, then the actor on
+the updated critics' min-Q, then the targets by Polyak averaging.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+
+import gymnasium as gym
+import torch
+from torch import nn
+
+from policylab.core.agent import register_agent
+from policylab.core.buffers import ReplayBuffer, TransitionBatch
+from policylab.core.envs import VecEnv
+from policylab.core.nets import EnsembleCritic, TanhGaussianActor, adam, freeze, polyak_update
+from policylab.core.online import OnlineAgent, OnlineConfig
+from policylab.core.runs import RunDirectory
+
+
+@dataclasses.dataclass
+class SACConfig(OnlineConfig):
+    """SAC settings; defaults are the common MuJoCo ones (SB3, CleanRL)."""
+
+    learning_rate: float = 3e-4
+    """Adam learning rate of actor, critics and entropy coefficient"""
+    buffer_size: int = 1_000_000
+    """replay capacity in transitions"""
+    batch_size: int = 256
+    """transitions per gradient update"""
+    learning_starts: int = 5000
+    """env steps of uniformly random actions before the first update"""
+    discount: float = 0.99
+    """discount factor γ"""
+    tau: float = 0.005
+    """Polyak rate of the target critics"""
+    updates_per_step: float = 1.0
+    """gradient updates per env step (with num_envs envs, num_envs × this per vector step)"""
+    initial_entropy_coefficient: float = 1.0
+    """starting value of the entropy coefficient α"""
+    autotune_entropy: bool = True
+    """tune α towards the target entropy; False keeps it fixed"""
+    target_entropy: float | None = None
+    """entropy target of the α update (default −dim(A))"""
+    hidden_sizes: tuple[int, ...] = (256, 256)
+    """hidden layer widths of actor and critics"""
+
+
+class LogEntropyCoefficient(nn.Module):
+    """log α as a module, so it is saved and optimised like the networks."""
+
+    def __init__(self, initial_value: float) -> None:
+        super().__init__()
+        self.value = nn.Parameter(torch.tensor(float(initial_value)).log())
+
+
+@register_agent("sac")
+class SAC(OnlineAgent):
+    """Soft actor-critic for continuous actions."""
+
+    config_class = SACConfig
+    config: SACConfig
+
+    def __init__(self, env: str | VecEnv | tuple[gym.Space, gym.Space], config: SACConfig | None = None) -> None:
+        super().__init__(env, config)
+        if not isinstance(self.action_space, gym.spaces.Box):
+            raise ValueError(f"SAC needs a continuous (Box) action space, got {self.action_space}")
+        cfg, device = self.config, self.device
+        observation_dim, action_dim = self.observation_space.shape[0], self.action_space.shape[0]
+        low, high = self.action_space.low, self.action_space.high
+        self.actor = TanhGaussianActor(observation_dim, low, high, cfg.hidden_sizes).to(device)
+        self.critic = EnsembleCritic(observation_dim, action_dim, cfg.hidden_sizes, num_critics=2).to(device)
+        self.critic_target = copy.deepcopy(self.critic)
+        freeze([self.critic_target])
+        self.log_alpha = LogEntropyCoefficient(cfg.initial_entropy_coefficient).to(device)
+        self.actor_optimizer = adam(self.actor.parameters(), lr=cfg.learning_rate)
+        self.critic_optimizer = adam(self.critic.parameters(), lr=cfg.learning_rate)
+        self.alpha_optimizer = adam(self.log_alpha.parameters(), lr=cfg.learning_rate)
+        self.target_entropy = cfg.target_entropy if cfg.target_entropy is not None else -float(action_dim)
+        self.buffer: ReplayBuffer | None = None
+        self._pending_updates = 0.0
+
+    def _policy(self, observations: torch.Tensor, deterministic: bool) -> torch.Tensor:
+        return self.actor(observations, deterministic=deterministic)[0]
+
+    # -- training ----------------------------------------------------------------------------------
+
+    def setup_learning(self, total_timesteps: int) -> None:
+        if self.buffer is None:
+            cfg = self.config
+            self.buffer = ReplayBuffer(
+                cfg.buffer_size,
+                self.observation_space.shape[0],
+                self.action_space.shape[0],
+                device=self.device,
+                seed=cfg.seed,
+            )
+
+    def collect_and_train(self, envs: VecEnv) -> dict[str, torch.Tensor]:
+        """One vector-env step (random actions until `learning_starts`), then its share of updates."""
+        cfg = self.config
+        if self.num_timesteps < cfg.learning_starts:
+            scale, bias = self.actor.scaler.scale, self.actor.scaler.bias
+            unit = 2.0 * torch.rand(envs.num_envs, scale.numel(), device=self.device) - 1.0
+            actions = unit * scale + bias
+        else:
+            with torch.no_grad():
+                actions = self.actor(self.observations)[0]
+        step = self.step_envs(envs, actions)
+        # Truncated episodes bootstrap from their final observation; terminated ones do not bootstrap.
+        self.buffer.add(step.observations, step.actions, step.rewards, step.final_observations, step.terminations)
+        if self.num_timesteps < cfg.learning_starts:
+            return {}
+        self._pending_updates += cfg.updates_per_step * envs.num_envs
+        metrics: dict[str, torch.Tensor] = {}
+        while self._pending_updates >= 1.0:
+            metrics = self.update(self.buffer.sample(cfg.batch_size))
+            self._pending_updates -= 1.0
+        return metrics
+
+    def update(self, batch: TransitionBatch) -> dict[str, torch.Tensor]:
+        """One gradient step of α, the twin critics and the actor, then the target critics."""
+        cfg = self.config
+        observations, actions, rewards, next_observations, terminals = batch
+
+        policy_actions, log_probs = self.actor(observations)
+        alpha_loss = -(self.log_alpha.value * (log_probs.detach() + self.target_entropy)).mean()
+        if cfg.autotune_entropy:
+            self.alpha_optimizer.zero_grad(set_to_none=True)
+            alpha_loss.backward()
+            self.alpha_optimizer.step()
+        alpha = self.log_alpha.value.detach().exp()
+
+        with torch.no_grad():
+            next_actions, next_log_probs = self.actor(next_observations)
+            next_q = self.critic_target(next_observations, next_actions).min(dim=0).values
+            target_q = rewards + cfg.discount * (1.0 - terminals) * (next_q - alpha * next_log_probs)
+        q_values = self.critic(observations, actions)
+        critic_loss = 0.5 * (q_values - target_q).pow(2).mean(dim=1).sum()  # ½ Σ_i MSE(Q_i, y), as SB3
+        self.critic_optimizer.zero_grad(set_to_none=True)
+        critic_loss.backward()
+        self.critic_optimizer.step()
+
+        self.critic.requires_grad_(False)  # the actor step needs dQ/da only
+        q_policy = self.critic(observations, policy_actions).min(dim=0).values
+        self.critic.requires_grad_(True)
+        actor_loss = (alpha * log_probs - q_policy).mean()
+        self.actor_optimizer.zero_grad(set_to_none=True)
+        actor_loss.backward()
+        self.actor_optimizer.step()
+
+        polyak_update(self.critic_target, self.critic, cfg.tau)
+        self.num_updates += 1
+        return {
+            "train/critic_loss": critic_loss.detach(),
+            "train/actor_loss": actor_loss.detach(),
+            "train/alpha": alpha,
+            "train/entropy": -log_probs.detach().mean(),
+            "train/q_mean": q_values.detach().mean(),
+        }
+
+    # -- resumable state -----------------------------------------------------------------------------
+
+    def save_training_files(self, run: RunDirectory) -> None:
+        self.buffer.save_new_rows(run.path / "replay")
+
+    def training_state(self) -> dict:
+        return {
+            "buffer_rows": self.buffer.total_added,
+            "buffer_generator": self.buffer.generator.get_state(),
+            "pending_updates": self._pending_updates,
+        }
+
+    def load_training_state(self, state: dict, run: RunDirectory) -> None:
+        self.buffer.load_rows(run.path / "replay", state["buffer_rows"], state["buffer_generator"])
+        self._pending_updates = float(state["pending_updates"])
