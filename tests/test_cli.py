@@ -58,3 +58,27 @@ def test_missing_dataset_is_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv("POLICYLAB_DATA", str(tmp_path))
     with pytest.raises(SystemExit, match="policylab data make gen/pendulum-scripted-v0"):
         main(["train", "td3bc", "--dataset", "gen/pendulum-scripted-v0", "--steps", "1"])
+
+
+def test_train_online_agents_and_resume(tmp_path, capsys):
+    run_dir = tmp_path / "ppo"
+    args = ["train", "ppo", "--env", "CartPole-v1", "--steps", "512", "--eval-every", "256", "--eval-episodes", "2"]
+    args += ["--rollout-steps", "64", "--num-envs", "4", "--num-minibatches", "2", "--run-dir", str(run_dir)]
+    main([*args, "--no-progress"])
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["agent"] == str(run_dir / "agent.pt") and (run_dir / "replay").exists() is False
+    with pytest.raises(SystemExit, match="--resume"):  # the run exists: refuse to overwrite it
+        main([*args, "--no-progress"])
+    main([*args, "--steps", "768", "--resume", "--no-progress"])
+    assert "return_mean" in json.loads(capsys.readouterr().out)
+    assert (run_dir / "metrics.csv").read_text().splitlines()[-1].startswith("768,")  # resumed from 512
+
+    sac_dir = tmp_path / "sac"
+    sac = ["train", "sac", "--env", "Pendulum-v1", "--steps", "300", "--learning-starts", "100", "--batch-size", "32"]
+    main([*sac, "--hidden-sizes", "16", "16", "--eval-episodes", "1", "--run-dir", str(sac_dir), "--no-progress"])
+    assert sorted(path.name for path in (sac_dir / "replay").iterdir()) == ["rows-000000000000-000000000300.pt"]
+
+
+def test_train_online_bad_backend_is_a_clear_error():
+    with pytest.raises(SystemExit, match="backend"):
+        main(["train", "sac", "--env", "Pendulum-v1", "--backend", "nope", "--no-progress"])

@@ -160,21 +160,23 @@ class ReplayBuffer:
         """Rebuild the buffer as it was when `total_added` transitions had been added (shards written after that
         point, by a run killed before its checkpoint, are deleted)."""
         first_needed = max(0, total_added - self.capacity)
+        shards = _shards(Path(directory))
         covered = first_needed
-        for shard, (start, end) in _shards(Path(directory)):
-            if start >= total_added:
-                shard.unlink()
-                continue
-            if end <= first_needed:
-                continue
-            rows = torch.load(shard, map_location=self.device, weights_only=True)
-            low, high = max(start, first_needed), min(end, total_added)
-            if low > covered:
-                raise ValueError(f"replay shards in {directory} miss transitions {covered}..{low}")
-            self.storage[torch.arange(low, high, device=self.device) % self.capacity] = rows[low - start : high - start]
-            covered = max(covered, high)
+        for _, (start, end) in shards:
+            if start < total_added and end > first_needed:
+                if max(start, first_needed) > covered:
+                    raise ValueError(f"replay shards in {directory} miss transitions {covered}..{start}")
+                covered = max(covered, min(end, total_added))
         if covered < total_added:
             raise ValueError(f"replay shards in {directory} hold transitions up to {covered}, not {total_added}")
+        for shard, (start, end) in shards:
+            if start >= total_added:
+                shard.unlink()
+            elif end > first_needed:
+                rows = torch.load(shard, map_location=self.device, weights_only=True)
+                low, high = max(start, first_needed), min(end, total_added)
+                indices = torch.arange(low, high, device=self.device) % self.capacity
+                self.storage[indices] = rows[low - start : high - start]
         self.total_added = self._saved_until = total_added
         self.position, self.size = total_added % self.capacity, min(total_added, self.capacity)
         self.generator.set_state(generator_state)

@@ -1,4 +1,4 @@
-"""PPO: proximal policy optimisation with a clipped objective (Schulman et al., 2017), for continuous actions.
+"""PPO: proximal policy optimisation with a clipped objective (Schulman et al., 2017), continuous or discrete.
 
 Defaults are CleanRL's MuJoCo settings (`ppo_continuous_action.py`): 2048 steps per rollout, 32
 minibatches, 10 epochs, γ = 0.99, λ = 0.95, clip 0.2 on the ratio and on the value change, no
@@ -66,50 +66,98 @@ class PPOConfig(OnlineConfig):
     """hidden layer widths of actor and critic (tanh)"""
 
 
-class GaussianPolicy(nn.Module):
-    """A Gaussian policy with a state-independent log-std, and a separate value network (CleanRL's `Agent`)."""
+class ActorCritic(nn.Module):
+    """Separate tanh MLPs for the policy head and the value, orthogonally initialised (CleanRL's `Agent`)."""
 
-    def __init__(self, observation_dim: int, action_dim: int, hidden_sizes: tuple[int, ...]) -> None:
+    def __init__(self, observation_dim: int, policy_outputs: int, hidden_sizes: tuple[int, ...]) -> None:
         super().__init__()
-        self.mean = orthogonal_init(mlp(observation_dim, action_dim, hidden_sizes, nn.Tanh))
-        orthogonal_init(self.mean[-1], gain=0.01)
-        self.log_std = nn.Parameter(torch.zeros(action_dim))
+        self.head = orthogonal_init(mlp(observation_dim, policy_outputs, hidden_sizes, nn.Tanh))
+        orthogonal_init(self.head[-1], gain=0.01)
         self.value = orthogonal_init(mlp(observation_dim, 1, hidden_sizes, nn.Tanh))
         orthogonal_init(self.value[-1], gain=1.0)
 
     def log_prob_entropy_value(
         self, observations: torch.Tensor, actions: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Log-probability of `actions`, the policy's entropy and V(s), per sample."""
+        raise NotImplementedError
+
+    def sample(self, observations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """A sampled action, its log-probability and V(s)."""
+        raise NotImplementedError
+
+    def mode(self, observations: torch.Tensor) -> torch.Tensor:
+        """The most likely action (the deterministic policy)."""
+        raise NotImplementedError
+
+
+class GaussianPolicy(ActorCritic):
+    """Continuous actions: a Gaussian whose mean is the head's output, with a state-independent log-std."""
+
+    def __init__(self, observation_dim: int, action_dim: int, hidden_sizes: tuple[int, ...]) -> None:
+        super().__init__(observation_dim, action_dim, hidden_sizes)
+        self.log_std = nn.Parameter(torch.zeros(action_dim))
+
+    def log_prob_entropy_value(
+        self, observations: torch.Tensor, actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Log-density of `actions`, the policy's entropy and V(s), per sample."""
-        mean = self.mean(observations)
+        mean = self.head(observations)
         log_std = self.log_std.expand_as(mean)
         entropy = (0.5 + 0.5 * math.log(2 * math.pi) + log_std).sum(-1)
         return gaussian_log_prob(actions, mean, log_std), entropy, self.value(observations).squeeze(-1)
 
     def sample(self, observations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """A sampled action, its log-density and V(s)."""
-        mean = self.mean(observations)
+        mean = self.head(observations)
         actions = mean + self.log_std.exp() * torch.randn_like(mean)
         log_prob = gaussian_log_prob(actions, mean, self.log_std.expand_as(mean))
         return actions, log_prob, self.value(observations).squeeze(-1)
 
+    def mode(self, observations: torch.Tensor) -> torch.Tensor:
+        return self.head(observations)
+
+
+class CategoricalPolicy(ActorCritic):
+    """Discrete actions: a categorical distribution over the head's logits."""
+
+    def log_prob_entropy_value(
+        self, observations: torch.Tensor, actions: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        log_probs = torch.log_softmax(self.head(observations), dim=-1)
+        chosen = log_probs.gather(-1, actions.long().unsqueeze(-1)).squeeze(-1)
+        entropy = -(log_probs.exp() * log_probs).sum(-1)
+        return chosen, entropy, self.value(observations).squeeze(-1)
+
+    def sample(self, observations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        log_probs = torch.log_softmax(self.head(observations), dim=-1)
+        actions = torch.multinomial(log_probs.exp(), 1).squeeze(-1)
+        chosen = log_probs.gather(-1, actions.unsqueeze(-1)).squeeze(-1)
+        return actions, chosen, self.value(observations).squeeze(-1)
+
+    def mode(self, observations: torch.Tensor) -> torch.Tensor:
+        return self.head(observations).argmax(-1)
+
 
 @register_agent("ppo")
 class PPO(OnlineAgent):
-    """PPO with clipped policy and value objectives for continuous actions."""
+    """PPO with clipped policy and value objectives, for continuous (Box) or discrete actions."""
 
     config_class = PPOConfig
     config: PPOConfig
 
     def __init__(self, env: str | VecEnv | tuple[gym.Space, gym.Space], config: PPOConfig | None = None) -> None:
         super().__init__(env, config)
-        if not isinstance(self.action_space, gym.spaces.Box):
-            raise ValueError(f"PPO (here) needs a continuous (Box) action space, got {self.action_space}")
         cfg, device = self.config, self.device
         if cfg.rollout_steps * cfg.num_envs < cfg.num_minibatches:
             raise ValueError("rollout_steps × num_envs must be at least num_minibatches")
-        observation_dim, action_dim = self.observation_space.shape[0], self.action_space.shape[0]
-        self.policy = GaussianPolicy(observation_dim, action_dim, cfg.hidden_sizes).to(device)
+        observation_dim = self.observation_space.shape[0]
+        if isinstance(self.action_space, gym.spaces.Box) and len(self.action_space.shape) == 1:
+            self.policy = GaussianPolicy(observation_dim, self.action_space.shape[0], cfg.hidden_sizes).to(device)
+        elif isinstance(self.action_space, gym.spaces.Discrete):
+            self.policy = CategoricalPolicy(observation_dim, int(self.action_space.n), cfg.hidden_sizes).to(device)
+        else:
+            raise ValueError(f"PPO takes a flat Box or a Discrete action space, got {self.action_space}")
         self.observation_normalizer = RunningNormalizer(observation_dim).to(device)
         self.return_normalizer = RunningNormalizer(()).to(device)
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=cfg.learning_rate, eps=1e-5)
@@ -122,9 +170,7 @@ class PPO(OnlineAgent):
 
     def _policy(self, observations: torch.Tensor, deterministic: bool) -> torch.Tensor:
         normalized = self._normalize(observations)
-        if deterministic:
-            return self.policy.mean(normalized)
-        return self.policy.sample(normalized)[0]
+        return self.policy.mode(normalized) if deterministic else self.policy.sample(normalized)[0]
 
     # -- training ----------------------------------------------------------------------------------
 

@@ -1,6 +1,7 @@
 """Replay buffer storage and sampling; GAE against a hand-computed example."""
 
 import numpy as np
+import pytest
 import torch
 
 from policylab.core.buffers import ReplayBuffer, RolloutBuffer, compute_gae
@@ -83,3 +84,48 @@ def test_rollout_minibatches_cover_the_rollout_once():
     buffer.compute_advantages(torch.zeros(2), 0.99, 0.95)
     seen = torch.cat([batch["observations"][:, 0] for batch in buffer.minibatches(4)])
     assert sorted(seen.tolist()) == [0.0, 1.0, 2.0, 3.0, 4.0, 5.0]
+
+
+def _add_numbered_rows(buffer: ReplayBuffer, start: int, count: int) -> None:
+    values = torch.arange(start, start + count, dtype=torch.float32)
+    buffer.add(values[:, None], values[:, None], values, values[:, None], torch.zeros(count))
+
+
+def test_replay_shards_rebuild_a_wrapped_buffer_and_delete_stale_rows(tmp_path):
+    original = ReplayBuffer(10, 1, 1, seed=0)
+    _add_numbered_rows(original, 0, 6)
+    original.save_new_rows(tmp_path)
+    _add_numbered_rows(original, 6, 7)  # wraps: history rows 3..12 are kept
+    original.save_new_rows(tmp_path)
+    checkpoint = (original.storage.clone(), original.generator.get_state())
+    _add_numbered_rows(original, 13, 2)
+    original.save_new_rows(tmp_path)  # written after the checkpoint at 13 rows, as by a run killed later
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "rows-000000000000-000000000006.pt",
+        "rows-000000000006-000000000013.pt",
+        "rows-000000000013-000000000015.pt",
+    ]
+
+    restored = ReplayBuffer(10, 1, 1, seed=1)
+    restored.load_rows(tmp_path, total_added=13, generator_state=checkpoint[1])
+    assert (restored.size, restored.position, restored.total_added) == (10, 3, 13)
+    torch.testing.assert_close(restored.storage, checkpoint[0], rtol=0, atol=0)
+    torch.testing.assert_close(restored.storage[:, 0], torch.tensor([10.0, 11, 12, 3, 4, 5, 6, 7, 8, 9]))
+    assert not (tmp_path / "rows-000000000013-000000000015.pt").exists()
+
+
+def test_replay_shards_forget_overwritten_rows_and_refuse_missing_ones(tmp_path):
+    buffer = ReplayBuffer(10, 1, 1, seed=0)
+    for start, count in ((0, 6), (6, 7), (13, 5)):
+        _add_numbered_rows(buffer, start, count)
+        buffer.save_new_rows(tmp_path)
+    # after 18 rows, history rows 0..7 are overwritten in the ring: the first shard (0..6) is deleted
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "rows-000000000006-000000000013.pt",
+        "rows-000000000013-000000000018.pt",
+    ]
+    restored = ReplayBuffer(10, 1, 1)
+    restored.load_rows(tmp_path, total_added=18, generator_state=buffer.generator.get_state())
+    torch.testing.assert_close(restored.storage, buffer.storage, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="miss transitions"):  # rows 3..5 of a 13-row state are gone
+        ReplayBuffer(10, 1, 1).load_rows(tmp_path, total_added=13, generator_state=buffer.generator.get_state())

@@ -90,3 +90,32 @@ def test_bad_requests_get_clear_errors():
             make_vec_env("Hopper-v5", 2, backend="warp")
     with pytest.raises(ValueError, match="num_envs must be at least 1"):
         make_vec_env("Hopper-v5", 0)
+
+
+@pytest.mark.parametrize("env_id", ["Hopper-v5", "Ant-v5", "Pendulum-v1"])
+def test_saved_env_state_continues_exactly(env_id):
+    import io
+
+    first = make_vec_env(env_id, 3, seed=1, device="cpu")
+    first.reset(seed=1)
+    rng = np.random.default_rng(0)
+    actions = [rng.uniform(-1, 1, first.action_space.shape).astype(np.float32) for _ in range(120)]
+    for action in actions[:60]:
+        first.step(action)
+    file = io.BytesIO()
+    torch.save(first.state_dict(), file)  # checkpoints hold plain data only
+    file.seek(0)
+    second = make_vec_env(env_id, 3, seed=99, device="cpu")
+    second.reset()
+    second.load_state_dict(torch.load(file, weights_only=True))
+    for action in actions[60:]:
+        expected, actual = first.step(action), second.step(action)
+        for index in range(4):
+            torch.testing.assert_close(actual[index], expected[index], rtol=0, atol=0)
+
+
+def test_gymnasium_backend_says_it_cannot_save_state():
+    envs = make_vec_env("Pendulum-v1", 2, backend="gymnasium")
+    assert envs.state_dict() is None
+    with pytest.raises(NotImplementedError, match="gymnasium"):
+        envs.load_state_dict({})

@@ -1,0 +1,80 @@
+import pytest
+import torch
+
+import policylab
+from policylab.online_rl import SAC, SACConfig
+
+
+def small_config(**overrides) -> SACConfig:
+    values = dict(seed=0, learning_starts=100, batch_size=64, hidden_sizes=(32, 32), buffer_size=1000)
+    return SACConfig(**(values | overrides))
+
+
+class Killed(Exception):
+    pass
+
+
+def kill_after(step: int):
+    def callback(agent) -> None:
+        if agent.num_timesteps >= step:
+            raise Killed
+
+    return callback
+
+
+def test_sac_return_on_pendulum_rises_past_threshold():
+    config = SACConfig(seed=0, learning_starts=500, batch_size=128, hidden_sizes=(128, 128), learning_rate=1e-3)
+    agent = SAC("Pendulum-v1", config)
+    untrained = agent.evaluate("Pendulum-v1", episodes=10).return_mean
+    result = agent.learn(5000, eval_every=5000, progress=False)
+    assert untrained < -900  # an untrained policy leaves the pendulum hanging
+    assert result.return_mean > -600
+
+
+def test_sac_resume_after_kill_equals_uninterrupted_run(tmp_path):
+    uninterrupted = SAC("Pendulum-v1", small_config())
+    uninterrupted.learn(600, eval_every=10_000, progress=False)
+
+    killed = SAC("Pendulum-v1", small_config())
+    with pytest.raises(Killed):
+        killed.learn(
+            600, eval_every=10_000, checkpoint_every=200, run_dir=tmp_path, progress=False, callback=kill_after(450)
+        )
+    assert sorted(path.name for path in (tmp_path / "replay").iterdir()) == [
+        "rows-000000000000-000000000200.pt",
+        "rows-000000000200-000000000400.pt",
+    ]
+    resumed = SAC("Pendulum-v1", small_config())
+    resumed.learn(600, eval_every=10_000, checkpoint_every=200, run_dir=tmp_path, resume=True, progress=False)
+
+    assert resumed.num_timesteps == uninterrupted.num_timesteps == 600
+    assert resumed.num_updates == uninterrupted.num_updates == 501  # updates from step 100 on
+    for name in ("actor", "critic", "critic_target", "log_alpha"):
+        for key, value in getattr(uninterrupted, name).state_dict().items():
+            torch.testing.assert_close(getattr(resumed, name).state_dict()[key], value, rtol=0, atol=0)
+    torch.testing.assert_close(resumed.buffer.storage, uninterrupted.buffer.storage, rtol=0, atol=0)
+    assert policylab.load(tmp_path / "agent.pt").num_timesteps == 600
+
+
+def test_sac_entropy_coefficient_falls_while_entropy_is_above_target():
+    agent = SAC("Pendulum-v1", small_config(target_entropy=-50.0))  # far below any policy's entropy
+    agent.learn(300, eval_every=10_000, progress=False)
+    assert agent.log_alpha.value.exp().item() < 0.95
+
+
+def test_sac_stores_final_observation_and_bootstraps_truncation():
+    # Pendulum truncates after 200 steps and never terminates. With 2 envs, vector step t writes rows 2t, 2t+1.
+    agent = SAC("Pendulum-v1", small_config(num_envs=2))
+    agent.learn(400, eval_every=10_000, progress=False)
+    rows = agent.buffer.storage[:400]
+    observations, next_observations, terminals = rows[:, :3], rows[:, 5:8], rows[:, -1]  # [s, a, r, s', done]
+    assert terminals.abs().sum() == 0  # truncation is not termination: every row bootstraps
+    # Within the episode, a row's next observation is where the env's next row starts ...
+    torch.testing.assert_close(next_observations[:-2], observations[2:], rtol=0, atol=0)
+    # ... and the last rows hold the episodes' final observations, not the reset ones that replaced them.
+    assert not torch.allclose(next_observations[398:], agent.observations)
+
+
+def test_sac_refuses_discrete_actions():
+    with pytest.raises(ValueError, match="continuous"):
+        SAC("CartPole-v1")
