@@ -80,6 +80,12 @@ class OnlineAgent(Agent):
         if self.config.num_envs < 1:
             raise ValueError(f"num_envs must be at least 1, got {self.config.num_envs}")
         self.num_timesteps = 0
+        self._action_bounds = None
+        if isinstance(action_space, gym.spaces.Box):
+            self._action_bounds = tuple(
+                torch.as_tensor(bound, dtype=torch.float32, device=self.device)
+                for bound in (action_space.low, action_space.high)
+            )
         self.observations: torch.Tensor | None = None  # the envs' current observations
         self._episode_returns = torch.zeros(self.config.num_envs, device=self.device)
         self._episode_lengths = torch.zeros(self.config.num_envs, device=self.device)
@@ -113,11 +119,7 @@ class OnlineAgent(Agent):
     def step_envs(self, envs: VecEnv, actions: torch.Tensor) -> EnvStep:
         """Apply `actions` (clipped to the action space) and advance observations, step count and episode
         statistics."""
-        env_actions = actions
-        if isinstance(self.action_space, gym.spaces.Box):
-            low = torch.as_tensor(self.action_space.low, device=actions.device)
-            high = torch.as_tensor(self.action_space.high, device=actions.device)
-            env_actions = actions.clamp(low, high)
+        env_actions = actions if self._action_bounds is None else actions.clamp(*self._action_bounds)
         next_observations, rewards, terminations, truncations, info = envs.step(env_actions)
         next_observations = self._as_float(next_observations)
         rewards = self._as_float(rewards)

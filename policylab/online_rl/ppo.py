@@ -154,10 +154,10 @@ class PPO(OnlineAgent):
         observation_dim = self.observation_space.shape[0]
         if isinstance(self.action_space, gym.spaces.Box) and len(self.action_space.shape) == 1:
             self.policy = GaussianPolicy(observation_dim, self.action_space.shape[0], cfg.hidden_sizes).to(device)
-        elif isinstance(self.action_space, gym.spaces.Discrete):
+        elif isinstance(self.action_space, gym.spaces.Discrete) and self.action_space.start == 0:
             self.policy = CategoricalPolicy(observation_dim, int(self.action_space.n), cfg.hidden_sizes).to(device)
         else:
-            raise ValueError(f"PPO takes a flat Box or a Discrete action space, got {self.action_space}")
+            raise ValueError(f"PPO takes a flat Box or a Discrete action space starting at 0, got {self.action_space}")
         self.observation_normalizer = RunningNormalizer(observation_dim).to(device)
         self.return_normalizer = RunningNormalizer(()).to(device)
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=cfg.learning_rate, eps=1e-5)
