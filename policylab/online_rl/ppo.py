@@ -21,7 +21,7 @@ from torch import nn
 from policylab.core.agent import register_agent
 from policylab.core.buffers import RolloutBuffer
 from policylab.core.envs import VecEnv
-from policylab.core.nets import RunningNormalizer, gaussian_log_prob, mlp, orthogonal_init
+from policylab.core.nets import RunningNormalizer, adam, gaussian_log_prob, mlp, orthogonal_init
 from policylab.core.online import OnlineAgent, OnlineConfig
 from policylab.core.runs import RunDirectory
 
@@ -160,7 +160,7 @@ class PPO(OnlineAgent):
             raise ValueError(f"PPO takes a flat Box or a Discrete action space starting at 0, got {self.action_space}")
         self.observation_normalizer = RunningNormalizer(observation_dim).to(device)
         self.return_normalizer = RunningNormalizer(()).to(device)
-        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=cfg.learning_rate, eps=1e-5)
+        self.optimizer = adam(self.policy.parameters(), lr=cfg.learning_rate, eps=1e-5)
         self.buffer: RolloutBuffer | None = None
         self._discounted_returns = torch.zeros(cfg.num_envs, device=device)
         self._total_iterations = 1
@@ -203,7 +203,10 @@ class PPO(OnlineAgent):
             actions, log_probs, values = self.policy.sample(normalized)
             step = self.step_envs(envs, actions)
             rewards = self._scale_rewards(step.rewards, step.terminations, step.truncations)
-            final_values = self.policy.value(self._normalize(step.final_observations)).squeeze(-1)
+            final_values = None  # V(final observation) is needed only where an episode ended
+            ended = torch.maximum(step.terminations, step.truncations)
+            if ended.any():
+                final_values = self.policy.value(self._normalize(step.final_observations)).squeeze(-1) * ended
             self.buffer.add(
                 normalized, actions, log_probs, values, rewards, step.terminations, step.truncations, final_values
             )

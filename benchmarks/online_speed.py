@@ -1,0 +1,106 @@
+"""Training env-steps/s of policylab's SAC and PPO next to Stable-Baselines3's, in one run, nothing else running.
+
+Same settings as `online_mujoco.py` (one env, one SAC update per env step, PPO's 2048-step rollouts with
+10 epochs of 32 minibatches). SAC is timed over `sac_steps` learning steps after its 5000 random ones,
+PPO over `ppo_rollouts` rollouts after one warm-up rollout; no evaluation runs. The frameworks alternate,
+`repeats` times, and the median is reported.
+
+    python benchmarks/online_speed.py --repeats 3
+
+Writes benchmarks/results/online_speed.json.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import tyro
+
+
+@dataclasses.dataclass
+class Settings:
+    envs: tuple[str, ...] = ("Hopper-v5", "HalfCheetah-v5")
+    """MuJoCo tasks"""
+    sac_steps: int = 2000
+    """timed SAC learning steps (after 5000 random steps)"""
+    ppo_rollouts: int = 3
+    """timed PPO rollouts of 2048 steps, each followed by its update"""
+    repeats: int = 3
+    """alternating repetitions per framework"""
+    threads: int = 2
+    """torch threads"""
+    out: Path = Path("benchmarks/results/online_speed.json")
+
+
+def time_policylab(algorithm: str, env_id: str, settings: Settings) -> float:
+    from policylab.online_rl import PPO, SAC, PPOConfig, SACConfig
+
+    if algorithm == "sac":
+        agent, warmup, timed = SAC(env_id, SACConfig()), 5001, settings.sac_steps
+    else:
+        agent, warmup, timed = PPO(env_id, PPOConfig()), 2048, 2048 * settings.ppo_rollouts
+    total = warmup + timed
+    agent.learn(warmup, eval_every=10**9, progress=False)
+    agent.env_id = None  # keeps its envs, but no evaluation runs inside the timed part
+    started = time.perf_counter()
+    agent.learn(total, eval_every=10**9, progress=False)
+    return (agent.num_timesteps - warmup) / (time.perf_counter() - started)
+
+
+def time_sb3(algorithm: str, env_id: str, settings: Settings) -> float:
+    import gymnasium as gym
+    from stable_baselines3 import PPO, SAC
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+    env = DummyVecEnv([lambda: gym.make(env_id)])
+    if algorithm == "sac":
+        model = SAC("MlpPolicy", env, learning_starts=5000, policy_kwargs={"net_arch": [256, 256]}, device="cpu")
+        warmup, timed = 5001, settings.sac_steps
+    else:
+        model = PPO("MlpPolicy", VecNormalize(env), n_steps=2048, batch_size=64, clip_range_vf=0.2, device="cpu")
+        warmup, timed = 2048, 2048 * settings.ppo_rollouts
+    model.learn(warmup)
+    started = time.perf_counter()
+    model.learn(timed, reset_num_timesteps=False)
+    return (model.num_timesteps - warmup) / (time.perf_counter() - started)
+
+
+def main(settings: Settings) -> None:
+    torch.set_num_threads(settings.threads)
+    rows = []
+    for algorithm in ("sac", "ppo"):
+        for env_id in settings.envs:
+            runs: dict[str, list[float]] = {"policylab": [], "sb3": []}
+            for _ in range(settings.repeats):
+                runs["policylab"].append(time_policylab(algorithm, env_id, settings))
+                runs["sb3"].append(time_sb3(algorithm, env_id, settings))
+            policylab, sb3 = statistics.median(runs["policylab"]), statistics.median(runs["sb3"])
+            rows.append(
+                {
+                    "algorithm": algorithm,
+                    "env_id": env_id,
+                    "policylab": policylab,
+                    "sb3": sb3,
+                    "ratio": policylab / sb3,
+                    "runs": runs,
+                }
+            )
+            print(
+                f"{algorithm} {env_id}: policylab {policylab:.0f}, SB3 {sb3:.0f} env-steps/s, {policylab / sb3:.2f}x",
+                flush=True,
+            )
+    machine = f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {settings.threads} threads"
+    settings.out.write_text(
+        json.dumps({"machine": machine, "settings": dataclasses.asdict(settings), "rows": rows}, indent=1, default=str)
+        + "\n"
+    )
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Settings))
