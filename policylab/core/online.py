@@ -18,7 +18,7 @@ import gymnasium as gym
 import torch
 
 from policylab.core.agent import Agent, AgentConfig, rng_state, save_checkpoint
-from policylab.core.envs import VecEnv, make_env, make_vec_env
+from policylab.core.envs import TorchArrays, VecEnv, make_env, make_vec_env
 from policylab.core.evaluation import EvaluationResult, evaluate
 from policylab.core.logging import MetricAccumulator, MetricLogger, progress_bar
 from policylab.core.runs import RunDirectory
@@ -69,7 +69,7 @@ class OnlineAgent(Agent):
             self.env_id: str | None = env
         elif isinstance(env, VecEnv):
             observation_space, action_space = env.single_observation_space, env.single_action_space
-            self.env_id, self.envs = env.env_id, env
+            self.env_id, self.envs = env.env_id, env  # wrapped for tensors once the device is known
         elif isinstance(env, tuple) and len(env) == 2:
             (observation_space, action_space), self.env_id = env, None
         else:
@@ -77,6 +77,8 @@ class OnlineAgent(Agent):
         if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) != 1:
             raise ValueError(f"online agents take flat Box observations, got {observation_space}")
         super().__init__(observation_space, action_space, config)
+        if self.envs is not None:
+            self.envs = self._with_tensors(self.envs)
         if self.config.num_envs < 1:
             raise ValueError(f"num_envs must be at least 1, got {self.config.num_envs}")
         self.num_timesteps = 0
@@ -156,6 +158,10 @@ class OnlineAgent(Agent):
 
     # -- the loop ----------------------------------------------------------------------------------
 
+    def _with_tensors(self, envs: VecEnv) -> VecEnv:
+        """Envs that take and return torch tensors (numpy-backed ones are wrapped)."""
+        return envs if envs.returns_tensors else TorchArrays(envs, self.device)
+
     def make_envs(self) -> VecEnv:
         """The training envs: `config.num_envs` copies of the task on `config.backend`, seeded with `config.seed`."""
         if self.envs is None:
@@ -190,12 +196,10 @@ class OnlineAgent(Agent):
         state (torch, mujoco) the resumed run equals an uninterrupted one; elsewhere the episodes restart.
         `callback(agent)` runs after every iteration.
         """
-        if env is not None:
-            if isinstance(env, VecEnv):
-                self.envs = env
-            elif env != self.env_id:
-                self.envs = None
-            self.env_id = env if isinstance(env, str) else env.env_id
+        if isinstance(env, VecEnv) and env is not self.envs:
+            self.envs, self.env_id, self.observations = self._with_tensors(env), env.env_id, None
+        elif isinstance(env, str) and env != self.env_id:  # another task: new envs, new episodes
+            self.envs, self.env_id, self.observations = None, env, None
         envs = self.make_envs()
         checkpoint_every = checkpoint_every or eval_every
         run = RunDirectory(run_dir) if run_dir is not None else None

@@ -83,3 +83,18 @@ def test_ppo_checks_its_action_space():
     spaces = (gym.spaces.Box(-1, 1, (3,)), gym.spaces.MultiDiscrete([2, 2]))
     with pytest.raises(ValueError, match="Box or a Discrete"):
         PPO(spaces)
+
+
+def test_ppo_learns_on_a_given_vec_env_and_a_loaded_agent_continues(tmp_path):
+    import policylab
+    from policylab.core.envs import make_vec_env
+
+    envs = make_vec_env("CartPole-v1", 4, backend="gymnasium", seed=3)
+    agent = PPO(envs, cartpole_config(num_envs=4, rollout_steps=32, num_minibatches=2))
+    agent.learn(256, eval_every=10**6, progress=False)
+    assert agent.num_timesteps == 256 and agent.env_id == "CartPole-v1"
+    agent.save(tmp_path / "agent.pt")
+    loaded = policylab.load(tmp_path / "agent.pt")
+    assert loaded.num_timesteps == 256 and loaded.env_id == "CartPole-v1"
+    loaded.learn(512, eval_every=10**6, progress=False)  # builds its own envs from the recorded task
+    assert loaded.num_timesteps == 512 and loaded.envs.backend == "torch"

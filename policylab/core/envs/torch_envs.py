@@ -48,6 +48,7 @@ class TorchVecEnv(VecEnv):
     """
 
     backend = "torch"
+    returns_tensors = True
     state_shape: tuple[int, ...]
     state_dtype: torch.dtype = torch.float64
     max_episode_steps: int

@@ -30,6 +30,8 @@ class VecEnv(gym.vector.VectorEnv):
     metadata: dict[str, Any] = {"autoreset_mode": SAME_STEP}
     env_id: str
     backend: str
+    returns_tensors: bool = False
+    """whether observations, rewards and flags come back as torch tensors (else numpy arrays)"""
 
     def __enter__(self) -> VecEnv:
         return self
@@ -70,6 +72,8 @@ def to_torch(tree: Any, device: torch.device) -> Any:
 class TorchArrays(VecEnv):
     """Wraps a numpy-backed `VecEnv` so observations, rewards, flags and info arrays are torch tensors on
     `device`; actions may be tensors or arrays."""
+
+    returns_tensors = True
 
     def __init__(self, env: VecEnv, device: str | torch.device):
         self.env = env

@@ -76,6 +76,7 @@ class WarpVecEnv(VecEnv):
     """
 
     backend = "warp"
+    returns_tensors = True
 
     def __init__(
         self,
