@@ -190,13 +190,12 @@ class RunningNormalizer(nn.Module):
     def update(self, batch: torch.Tensor) -> None:
         """Fold a batch `[n, *shape]` into the statistics."""
         batch = batch.to(torch.float64).reshape(-1, *self.mean.shape)
-        batch_mean, batch_var, batch_count = batch.mean(0), batch.var(0, unbiased=False), batch.shape[0]
+        batch_var, batch_mean = torch.var_mean(batch, dim=0, correction=0)
+        count = batch.shape[0]
+        total = self.count + count
         delta = batch_mean - self.mean
-        total = self.count + batch_count
-        self.mean += delta * batch_count / total
-        self.var.copy_(
-            (self.var * self.count + batch_var * batch_count + delta.pow(2) * self.count * batch_count / total) / total
-        )
+        self.mean.add_(delta * (count / total))
+        self.var.mul_(self.count).add_(batch_var * count + delta.square() * (self.count * count / total)).div_(total)
         self.count.copy_(total)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -18,7 +18,7 @@ import gymnasium as gym
 import torch
 
 from policylab.core.agent import Agent, AgentConfig, rng_state, save_checkpoint
-from policylab.core.envs import TorchArrays, VecEnv, make_env, make_vec_env
+from policylab.core.envs import VecEnv, make_env, make_vec_env, supported_backends
 from policylab.core.evaluation import EvaluationResult, evaluate
 from policylab.core.logging import MetricAccumulator, MetricLogger, progress_bar
 from policylab.core.runs import RunDirectory
@@ -69,7 +69,7 @@ class OnlineAgent(Agent):
             self.env_id: str | None = env
         elif isinstance(env, VecEnv):
             observation_space, action_space = env.single_observation_space, env.single_action_space
-            self.env_id, self.envs = env.env_id, env  # wrapped for tensors once the device is known
+            self.env_id, self.envs = env.env_id, env
         elif isinstance(env, tuple) and len(env) == 2:
             (observation_space, action_space), self.env_id = env, None
         else:
@@ -77,8 +77,6 @@ class OnlineAgent(Agent):
         if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) != 1:
             raise ValueError(f"online agents take flat Box observations, got {observation_space}")
         super().__init__(observation_space, action_space, config)
-        if self.envs is not None:
-            self.envs = self._with_tensors(self.envs)
         if self.config.num_envs < 1:
             raise ValueError(f"num_envs must be at least 1, got {self.config.num_envs}")
         self.num_timesteps = 0
@@ -122,6 +120,8 @@ class OnlineAgent(Agent):
         """Apply `actions` (clipped to the action space) and advance observations, step count and episode
         statistics."""
         env_actions = actions if self._action_bounds is None else actions.clamp(*self._action_bounds)
+        if not envs.returns_tensors:
+            env_actions = env_actions.cpu().numpy()
         next_observations, rewards, terminations, truncations, info = envs.step(env_actions)
         next_observations = self._as_float(next_observations)
         rewards = self._as_float(rewards)
@@ -158,17 +158,17 @@ class OnlineAgent(Agent):
 
     # -- the loop ----------------------------------------------------------------------------------
 
-    def _with_tensors(self, envs: VecEnv) -> VecEnv:
-        """Envs that take and return torch tensors (numpy-backed ones are wrapped)."""
-        return envs if envs.returns_tensors else TorchArrays(envs, self.device)
-
     def make_envs(self) -> VecEnv:
         """The training envs: `config.num_envs` copies of the task on `config.backend`, seeded with `config.seed`."""
         if self.envs is None:
             if self.env_id is None:
                 raise ValueError("this agent was built from spaces: pass env= (a task id or VecEnv) to learn()")
             cfg = self.config
-            self.envs = make_vec_env(self.env_id, cfg.num_envs, backend=cfg.backend, seed=cfg.seed, device=self.device)
+            backend = supported_backends(self.env_id, self.device)[0] if cfg.backend == "auto" else cfg.backend
+            # Tensor-native backends run on the agent's device; numpy ones are converted in `step_envs`, which
+            # reads only what training needs (cheaper than converting every info array each step).
+            device = self.device if backend in ("torch", "warp") else None
+            self.envs = make_vec_env(self.env_id, cfg.num_envs, backend=backend, seed=cfg.seed, device=device)
         if self.envs.num_envs != self.config.num_envs:
             raise ValueError(f"the envs hold {self.envs.num_envs} copies but config.num_envs={self.config.num_envs}")
         return self.envs
@@ -197,7 +197,7 @@ class OnlineAgent(Agent):
         `callback(agent)` runs after every iteration.
         """
         if isinstance(env, VecEnv) and env is not self.envs:
-            self.envs, self.env_id, self.observations = self._with_tensors(env), env.env_id, None
+            self.envs, self.env_id, self.observations = env, env.env_id, None
         elif isinstance(env, str) and env != self.env_id:  # another task: new envs, new episodes
             self.envs, self.env_id, self.observations = None, env, None
         envs = self.make_envs()

@@ -75,3 +75,23 @@ def test_polyak_update_moves_targets_by_tau():
     polyak_update(target, source, tau=0.25)
     for target_parameter, source_parameter in zip(target.parameters(), source.parameters()):
         torch.testing.assert_close(target_parameter, 0.25 * source_parameter)
+
+
+def test_running_normalizer_matches_gymnasiums_running_mean_std():
+    import numpy as np
+    from gymnasium.wrappers.utils import RunningMeanStd
+
+    from policylab.core.nets import RunningNormalizer
+
+    ours, reference = RunningNormalizer(3, clip=5.0), RunningMeanStd(shape=(3,))
+    rng = np.random.default_rng(0)
+    for size in (1, 5, 1, 64):
+        batch = rng.normal(2.0, 3.0, (size, 3))
+        ours.update(torch.as_tensor(batch))
+        reference.update(batch)
+    np.testing.assert_allclose(ours.mean.numpy(), reference.mean, rtol=1e-12)
+    np.testing.assert_allclose(ours.var.numpy(), reference.var, rtol=1e-12)
+    x = torch.tensor([[2.0, 100.0, -100.0]], dtype=torch.float32)
+    expected = np.clip((x.numpy() - reference.mean) / np.sqrt(reference.var + 1e-8), -5.0, 5.0)
+    np.testing.assert_allclose(ours(x).numpy(), expected, rtol=1e-6)
+    assert ours(x).dtype == torch.float32

@@ -253,8 +253,10 @@ class RolloutPhysics:
     def __init__(self, model: mujoco.MjModel, frame_skip: int, num_envs: int, num_threads: int):
         self.model, self.frame_skip = model, frame_skip
         self._models = [model] * num_envs
+        num_threads = max(1, min(num_threads, num_envs))
         self._datas = [mujoco.MjData(model) for _ in range(num_threads)]
-        self._pool = rollout.Rollout(nthread=num_threads)
+        # A single thread steps in the caller: a pool hand-off costs more than a small batch's physics.
+        self._pool = rollout.Rollout(nthread=num_threads if num_threads > 1 else 0)
         # Envs per pool task: one task per thread for small batches (dispatch costs more than imbalance there),
         # at most 16 for large ones so threads stay balanced when some envs are in costlier contact.
         self._chunk_size = max(1, min(num_envs // num_threads, 16))
@@ -294,7 +296,7 @@ class MjDataPhysics:
         self._datas = [mujoco.MjData(model) for _ in range(num_threads)]
         bounds = np.linspace(0, num_envs, num_threads + 1).astype(int)
         self._shares = list(zip(bounds[:-1], bounds[1:]))
-        self._pool = ThreadPoolExecutor(num_threads, thread_name_prefix="policylab-mujoco")
+        self._pool = ThreadPoolExecutor(num_threads, thread_name_prefix="policylab-mujoco") if num_threads > 1 else None
         self._outputs = {
             "sensordata": np.zeros((num_envs, model.nsensordata)),
             "cfrc_ext": np.zeros((num_envs, model.nbody, 6)),
@@ -303,6 +305,9 @@ class MjDataPhysics:
 
     def step(self, states: np.ndarray, warmstarts: np.ndarray, controls: np.ndarray) -> dict[str, np.ndarray]:
         """Advance `states` and `warmstarts` in place by one env step; returns post-step quantities."""
+        if self._pool is None:  # one thread: step in the caller, no pool hand-off
+            self._step_share(self._datas[0], *self._shares[0], states, warmstarts, controls)
+            return self._outputs
         jobs = [
             self._pool.submit(self._step_share, data, start, stop, states, warmstarts, controls)
             for data, (start, stop) in zip(self._datas, self._shares)
@@ -326,7 +331,8 @@ class MjDataPhysics:
             outputs["xpos"][index] = data.xpos
 
     def close(self) -> None:
-        self._pool.shutdown()
+        if self._pool is not None:
+            self._pool.shutdown()
 
 
 PHYSICS = {"rollout": RolloutPhysics, "mjdata": MjDataPhysics}
