@@ -64,8 +64,8 @@ class EnsembleLinear(nn.Module):
         """`member` computes that one member only (`[batch, in] -> [batch, out]`)."""
         if member is not None:
             return torch.addmm(self.bias[member], x, self.weight[member])
-        if x.dim() == 2:
-            return torch.matmul(x, self.weight) + self.bias  # broadcasts to [ensemble, batch, out]
+        if x.dim() == 2:  # a view that shares the input between members (no copy, one batched matmul)
+            x = x.unsqueeze(0).expand(self.ensemble_size, -1, -1)
         return torch.baddbmm(self.bias, x, self.weight)
 
     def extra_repr(self) -> str:
