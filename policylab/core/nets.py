@@ -270,37 +270,41 @@ class TanhGaussianActor(nn.Module):
         """Mean and log-std of the Gaussian before squashing."""
         mean, log_std = self.head(self.trunk(observations)).chunk(2, dim=-1)
         low, high = self.log_std_bounds
-        log_std = low + 0.5 * (high - low) * (torch.tanh(log_std) + 1.0)  # smooth clamp, as CleanRL's SAC
-        return mean, log_std
+        # smooth clamp to [low, high], as CleanRL's SAC: low + (high − low)·(tanh(x) + 1)/2
+        return mean, torch.add(torch.tanh(log_std), 1.0 + 2.0 * low / (high - low)).mul_(0.5 * (high - low))
 
     def forward(self, observations: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """A reparameterised action in the env's bounds and its log-density."""
         mean, log_std = self.distribution(observations)
-        std = log_std.exp()
-        pre_tanh = mean if deterministic else mean + std * torch.randn_like(mean)
-        return self.scaler(torch.tanh(pre_tanh)), self._action_log_prob(pre_tanh, mean, log_std)
+        if deterministic:
+            pre_tanh, noise = mean, torch.zeros_like(mean)
+        else:
+            noise = torch.randn_like(mean)
+            pre_tanh = torch.addcmul(mean, log_std.exp(), noise)
+        return torch.addcmul(self.scaler.bias, torch.tanh(pre_tanh), self.scaler.scale), self._log_density(
+            pre_tanh, noise, log_std
+        )
 
     def log_prob(self, observations: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Log-density of given in-bounds actions (clipped away from the tanh asymptotes)."""
         mean, log_std = self.distribution(observations)
-        squashed = self.scaler.inverse(actions).clamp(-1.0 + 1e-6, 1.0 - 1e-6)
-        return self._action_log_prob(torch.atanh(squashed), mean, log_std)
+        pre_tanh = torch.atanh(self.scaler.inverse(actions).clamp(-1.0 + 1e-6, 1.0 - 1e-6))
+        return self._log_density(pre_tanh, (pre_tanh - mean) * torch.exp(-log_std), log_std)
 
-    def _action_log_prob(self, pre_tanh: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
-        """Density of the scaled action tanh(pre_tanh)·scale + bias, by the change of variables."""
-        log_prob = gaussian_log_prob(pre_tanh, mean, log_std) - tanh_log_det_jacobian(pre_tanh)
-        return log_prob - self.scaler.scale.log().sum()
+    def _log_density(self, pre_tanh: torch.Tensor, noise: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+        """Density of the action tanh(u)·scale + bias with u = mean + std·noise, by the change of variables:
+        Σ [log N(noise) − log std − log(1 − tanh²u) − log scale], where
+        log(1 − tanh²u) = 2·(log 2 − u − softplus(−2u)). The constants are summed once."""
+        action_dim = pre_tanh.shape[-1]
+        constant = -action_dim * (0.5 * math.log(2 * math.pi) + 2.0 * math.log(2.0)) - self.scaler.scale.log().sum()
+        per_dimension = 2.0 * (pre_tanh + F.softplus(-2.0 * pre_tanh)) - 0.5 * noise.square() - log_std
+        return per_dimension.sum(-1) + constant
 
 
 def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
     """Log-density of a diagonal Gaussian, summed over the last dimension."""
     z = (x - mean) * torch.exp(-log_std)
     return (-0.5 * z.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
-
-
-def tanh_log_det_jacobian(pre_tanh: torch.Tensor) -> torch.Tensor:
-    """log |d tanh(u)/du| summed over the last dimension, in a numerically stable form."""
-    return (2.0 * (math.log(2.0) - pre_tanh - F.softplus(-2.0 * pre_tanh))).sum(-1)
 
 
 class VAE(nn.Module):

@@ -57,6 +57,12 @@ def test_tanh_gaussian_log_prob_matches_change_of_variables():
     )
     torch.testing.assert_close(log_prob, transform.log_prob(actions).sum(-1), rtol=1e-3, atol=1e-3)
     torch.testing.assert_close(actor.log_prob(observations, actions), log_prob, rtol=1e-3, atol=1e-3)
+    with torch.no_grad():
+        actor.head.bias[2:] = torch.tensor([-50.0, 50.0])  # log-std heads far outside the bounds
+    log_std = actor.distribution(observations)[1]
+    assert torch.allclose(log_std[:, 0], torch.tensor(-5.0)) and torch.allclose(log_std[:, 1], torch.tensor(2.0))
+    deterministic, _ = actor(observations, deterministic=True)
+    torch.testing.assert_close(deterministic, torch.tanh(mean) * torch.tensor([2.0, 1.0]))
 
 
 def test_vae_reconstructs_in_bounds_and_kl_is_zero_at_the_prior():
