@@ -80,27 +80,41 @@ def _tensorboard_writer(log_dir: Path):
 
 
 class MetricAccumulator:
-    """Running means of per-update metrics kept as device tensors; read back to the host only by `means()`."""
+    """Running means of per-update metrics kept as device tensors; read back to the host only by `means()`.
+
+    Updates that report the same metric names are summed as one stacked tensor (one add per update).
+    """
 
     def __init__(self) -> None:
-        self.sums: dict[str, torch.Tensor] = {}
-        self.counts: dict[str, int] = {}
+        self.sums: dict[tuple[str, ...], torch.Tensor] = {}
+        self.counts: dict[tuple[str, ...], int] = {}
 
     def add(self, metrics: Mapping[str, torch.Tensor]) -> None:
         """Accumulate one update's metrics (no host synchronisation)."""
-        for key, value in metrics.items():
-            self.sums[key] = self.sums[key] + value if key in self.sums else value.detach().clone()
-            self.counts[key] = self.counts.get(key, 0) + 1
+        if not metrics:
+            return
+        names = tuple(metrics)
+        values = torch.stack([value.detach().float() for value in metrics.values()])
+        self.sums[names] = self.sums[names] + values if names in self.sums else values
+        self.counts[names] = self.counts.get(names, 0) + 1
 
     def means(self) -> dict[str, float]:
         """Means since the last call, in one device-to-host transfer; resets the accumulator."""
         if not self.sums:
             return {}
-        keys = list(self.sums)
-        values = torch.stack([self.sums[key].float() / self.counts[key] for key in keys]).tolist()
+        groups = list(self.sums)
+        flat = torch.cat([self.sums[names] for names in groups]).tolist()
+        totals: dict[str, float] = {}
+        counts: dict[str, int] = {}
+        offset = 0
+        for names in groups:
+            for name in names:
+                totals[name] = totals.get(name, 0.0) + flat[offset]
+                counts[name] = counts.get(name, 0) + self.counts[names]
+                offset += 1
         self.sums.clear()
         self.counts.clear()
-        return dict(zip(keys, values))
+        return {name: totals[name] / counts[name] for name in totals}
 
 
 def progress_bar(total: int, initial: int = 0, description: str = "", enabled: bool = True) -> tqdm:

@@ -285,6 +285,12 @@ class TanhGaussianActor(nn.Module):
             pre_tanh, noise, log_std
         )
 
+    def act(self, observations: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        """An action in the env's bounds, without its log-density (cheaper, for acting)."""
+        mean, log_std = self.distribution(observations)
+        pre_tanh = mean if deterministic else torch.addcmul(mean, log_std.exp(), torch.randn_like(mean))
+        return torch.addcmul(self.scaler.bias, torch.tanh(pre_tanh), self.scaler.scale)
+
     def log_prob(self, observations: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Log-density of given in-bounds actions (clipped away from the tanh asymptotes)."""
         mean, log_std = self.distribution(observations)

@@ -90,7 +90,7 @@ class SAC(OnlineAgent):
         self._pending_updates = 0.0
 
     def _policy(self, observations: torch.Tensor, deterministic: bool) -> torch.Tensor:
-        return self.actor(observations, deterministic=deterministic)[0]
+        return self.actor.act(observations, deterministic=deterministic)
 
     # -- training ----------------------------------------------------------------------------------
 
@@ -114,7 +114,7 @@ class SAC(OnlineAgent):
             actions = unit * scale + bias
         else:
             with torch.no_grad():
-                actions = self.actor(self.observations)[0]
+                actions = self.actor.act(self.observations)
         step = self.step_envs(envs, actions)
         # Truncated episodes bootstrap from their final observation; terminated ones do not bootstrap.
         self.buffer.add(step.observations, step.actions, step.rewards, step.final_observations, step.terminations)
