@@ -294,7 +294,20 @@ def report(settings: Settings) -> None:
     summary = {"machine": _machine(), "rows": rows}
     (settings.out / "online_mujoco.json").write_text(json.dumps(summary, indent=1) + "\n")
 
+    import stable_baselines3
+    import torch
+
+    first = results[0] if results else {}
     lines = [
+        f"policylab vs Stable-Baselines3 {stable_baselines3.__version__}, torch {torch.__version__}, on "
+        f"{summary['machine']}. Budget per run: SAC {settings.sac_steps:,} env steps (evaluated every "
+        f"{settings.sac_eval_every:,}), PPO {settings.ppo_steps:,} (every {settings.ppo_eval_every:,}); "
+        f"{settings.eval_episodes} deterministic episodes per evaluation; seeds {list(settings.seeds)}. Final = last "
+        "evaluation, AUC = mean evaluated return over the run. env-steps/s is the learning runs' own training "
+        f"throughput ({first.get('torch_threads', settings.threads)} torch thread each, "
+        f"{first.get('parallel_runs', settings.workers)} runs sharing the machine, evaluation excluded); "
+        "`online_speed.py` measures speed alone.",
+        "",
         "| algorithm | task | framework | env steps | seeds | final return (min–max) | AUC return (min–max) "
         "| env-steps/s | speed vs SB3 |",
         "|---|---|---|---|---|---|---|---|---|",
