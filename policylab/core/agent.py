@@ -351,6 +351,13 @@ class Agent:
         run.write_json("config.json", config)
         return payload
 
+    def _save_run_checkpoint(self, run: RunDirectory, step: int, training: dict[str, Any]) -> None:
+        """Write the resumable checkpoint `_open_run` reads: the agent, the loop's `step`, the global random
+        state, and the loop's own `training` state."""
+        payload = self.checkpoint_payload()
+        payload["training"] = {"step": step, "rng": rng_state(), **training}
+        save_checkpoint(payload, run.checkpoint)
+
     def _finish_run(self, run: RunDirectory, logger: MetricLogger, result: Any) -> None:
         """Save the final agent and evaluation, close the metrics and plot the learning curve."""
         self.save(run.final_agent)

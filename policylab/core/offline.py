@@ -16,8 +16,6 @@ import torch
 from policylab.core.agent import (
     Agent,
     AgentConfig,
-    rng_state,
-    save_checkpoint,
 )
 from policylab.core.buffers import ReplayBuffer, TransitionBatch
 from policylab.core.data import OfflineDataset
@@ -146,10 +144,4 @@ class OfflineAgent(Agent):
         return int(payload["training"]["step"])
 
     def _save_training_checkpoint(self, run: RunDirectory, buffer: ReplayBuffer, step: int) -> None:
-        payload = self.checkpoint_payload()
-        payload["training"] = {
-            "step": step,
-            "rng": rng_state(),
-            "buffer_generator": buffer.generator.get_state(),
-        }
-        save_checkpoint(payload, run.checkpoint)
+        self._save_run_checkpoint(run, step, {"buffer_generator": buffer.generator.get_state()})

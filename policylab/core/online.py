@@ -17,7 +17,7 @@ from typing import Any, NamedTuple
 import gymnasium as gym
 import torch
 
-from policylab.core.agent import Agent, AgentConfig, rng_state, save_checkpoint
+from policylab.core.agent import Agent, AgentConfig
 from policylab.core.envs import VecEnv, make_env, make_vec_env, supported_backends
 from policylab.core.evaluation import EvaluationResult, evaluate
 from policylab.core.logging import MetricAccumulator, MetricLogger, progress_bar
@@ -270,17 +270,14 @@ class OnlineAgent(Agent):
 
     def _save_training_checkpoint(self, run: RunDirectory, envs: VecEnv) -> None:
         self.save_training_files(run)
-        payload = self.checkpoint_payload()
-        payload["training"] = {
-            "step": self.num_timesteps,
-            "rng": rng_state(),
+        training = {
             "envs": envs.state_dict(),
             "observations": self.observations,
             "episode_returns": self._episode_returns,
             "episode_lengths": self._episode_lengths,
             "method": self.training_state(),
         }
-        save_checkpoint(payload, run.checkpoint)
+        self._save_run_checkpoint(run, self.num_timesteps, training)
 
     def _restore_training(self, envs: VecEnv, training: dict[str, Any], run: RunDirectory) -> None:
         self.load_training_state(training["method"], run)

@@ -109,9 +109,8 @@ class SAC(OnlineAgent):
         """One vector-env step (random actions until `learning_starts`), then its share of updates."""
         cfg = self.config
         if self.num_timesteps < cfg.learning_starts:
-            scale, bias = self.actor.scaler.scale, self.actor.scaler.bias
-            unit = 2.0 * torch.rand(envs.num_envs, scale.numel(), device=self.device) - 1.0
-            actions = unit * scale + bias
+            unit = 2.0 * torch.rand(envs.num_envs, self.action_space.shape[0], device=self.device) - 1.0
+            actions = self.actor.scaler(unit)
         else:
             with torch.no_grad():
                 actions = self.actor.act(self.observations)
