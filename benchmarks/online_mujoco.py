@@ -92,23 +92,82 @@ class EvalClock:
         self.returns: list[float] = []
         self.seconds = 0.0
 
-    def __call__(self, step: int, policy) -> float:
+    def evaluate(self, policy):
+        """One timed evaluation of `policy`; returns its `EvaluationResult`."""
         from policylab.core.evaluation import evaluate
 
         started = time.perf_counter()
         result = evaluate(policy, self.env_id, episodes=self.episodes, seed=self.seed + 100)
         self.seconds += time.perf_counter() - started
+        return result
+
+    def __call__(self, step: int, policy) -> float:
+        """Evaluate and record the return at `step`."""
+        return_mean = self.evaluate(policy).return_mean
         self.steps.append(step)
-        self.returns.append(result.return_mean)
-        return result.return_mean
+        self.returns.append(return_mean)
+        return return_mean
+
+
+def make_policylab_agent(algorithm: str, env_id: str, seed: int):
+    """policylab's agent with the matched settings (the library defaults)."""
+    from policylab.online_rl import PPO, SAC, PPOConfig, SACConfig
+
+    return SAC(env_id, SACConfig(seed=seed)) if algorithm == "sac" else PPO(env_id, PPOConfig(seed=seed))
+
+
+def make_sb3_model(algorithm: str, env_id: str, seed: int):
+    """Stable-Baselines3's model with the matched settings, on Gymnasium envs in its own `DummyVecEnv`; returns
+    the model and its `VecNormalize` (None for SAC)."""
+    import gymnasium as gym
+    from stable_baselines3 import PPO, SAC
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
+
+    env = DummyVecEnv([lambda: gym.make(env_id)])
+    if algorithm == "sac":
+        model = SAC(
+            "MlpPolicy",
+            env,
+            learning_rate=3e-4,
+            buffer_size=1_000_000,
+            learning_starts=5000,
+            batch_size=256,
+            tau=0.005,
+            gamma=0.99,
+            train_freq=1,
+            gradient_steps=1,
+            ent_coef="auto_1.0",
+            policy_kwargs={"net_arch": [256, 256]},
+            seed=seed,
+            device="cpu",
+        )
+        return model, None
+    normalizer = VecNormalize(env, gamma=0.99, clip_obs=10.0, clip_reward=10.0)
+    model = PPO(
+        "MlpPolicy",
+        normalizer,
+        learning_rate=lambda remaining: 3e-4 * remaining,
+        n_steps=2048,
+        batch_size=64,
+        n_epochs=10,
+        gamma=0.99,
+        gae_lambda=0.95,
+        clip_range=0.2,
+        clip_range_vf=0.2,
+        ent_coef=0.0,
+        vf_coef=0.5,
+        max_grad_norm=0.5,
+        policy_kwargs={"net_arch": {"pi": [64, 64], "vf": [64, 64]}},
+        seed=seed,
+        device="cpu",
+    )
+    return model, normalizer
 
 
 def train_policylab(algorithm: str, env_id: str, seed: int, steps: int, eval_every: int, settings: Settings) -> dict:
-    from policylab.online_rl import PPO, SAC, PPOConfig, SACConfig
-
-    agent = SAC(env_id, SACConfig(seed=seed)) if algorithm == "sac" else PPO(env_id, PPOConfig(seed=seed))
+    agent = make_policylab_agent(algorithm, env_id, seed)
     clock = EvalClock(env_id, settings.eval_episodes, seed)
-    agent.evaluate = lambda env, episodes: _timed_agent_evaluation(agent, clock, env, episodes)
+    agent.evaluate = lambda env, episodes: clock.evaluate(agent)  # learn asks for this task and eval_episodes
     run_dir = settings.out / "work" / run_name(algorithm, "policylab", env_id, seed)
     started = time.perf_counter()
     first_step = None
@@ -137,15 +196,6 @@ def train_policylab(algorithm: str, env_id: str, seed: int, steps: int, eval_eve
     }
 
 
-def _timed_agent_evaluation(agent, clock: EvalClock, env_id: str, episodes: int):
-    from policylab.core.evaluation import evaluate
-
-    started = time.perf_counter()
-    result = evaluate(agent, env_id, episodes=episodes, seed=agent.config.seed + 100)
-    clock.seconds += time.perf_counter() - started
-    return result
-
-
 def _read_curve_from_metrics(run_dir: Path, clock: EvalClock) -> None:
     """The whole evaluation curve, including evaluations made before a resume."""
     from policylab.core.logging import MetricLogger
@@ -156,51 +206,10 @@ def _read_curve_from_metrics(run_dir: Path, clock: EvalClock) -> None:
 
 
 def train_sb3(algorithm: str, env_id: str, seed: int, steps: int, eval_every: int, settings: Settings) -> dict:
-    import gymnasium as gym
-    from stable_baselines3 import PPO, SAC
     from stable_baselines3.common.callbacks import BaseCallback
-    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
     clock = EvalClock(env_id, settings.eval_episodes, seed)
-    env = DummyVecEnv([lambda: gym.make(env_id)])
-    if algorithm == "sac":
-        model = SAC(
-            "MlpPolicy",
-            env,
-            learning_rate=3e-4,
-            buffer_size=1_000_000,
-            learning_starts=5000,
-            batch_size=256,
-            tau=0.005,
-            gamma=0.99,
-            train_freq=1,
-            gradient_steps=1,
-            ent_coef="auto_1.0",
-            policy_kwargs={"net_arch": [256, 256]},
-            seed=seed,
-            device="cpu",
-        )
-        normalizer = None
-    else:
-        env = normalizer = VecNormalize(env, gamma=0.99, clip_obs=10.0, clip_reward=10.0)
-        model = PPO(
-            "MlpPolicy",
-            env,
-            learning_rate=lambda remaining: 3e-4 * remaining,
-            n_steps=2048,
-            batch_size=64,
-            n_epochs=10,
-            gamma=0.99,
-            gae_lambda=0.95,
-            clip_range=0.2,
-            clip_range_vf=0.2,
-            ent_coef=0.0,
-            vf_coef=0.5,
-            max_grad_norm=0.5,
-            policy_kwargs={"net_arch": {"pi": [64, 64], "vf": [64, 64]}},
-            seed=seed,
-            device="cpu",
-        )
+    model, normalizer = make_sb3_model(algorithm, env_id, seed)
 
     def policy(observations):
         if normalizer is not None:

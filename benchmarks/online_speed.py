@@ -1,9 +1,9 @@
 """Training env-steps/s of policylab's SAC and PPO next to Stable-Baselines3's, in one run, nothing else running.
 
-Same settings as `online_mujoco.py` (one env, one SAC update per env step, PPO's 2048-step rollouts with
-10 epochs of 32 minibatches). SAC is timed over `sac_steps` learning steps after its 5000 random ones,
-PPO over `ppo_rollouts` rollouts after one warm-up rollout; no evaluation runs. The frameworks alternate,
-`repeats` times, and the median is reported.
+The agents and models of `online_mujoco.py`, built by its functions (one env, one SAC update per env
+step, PPO's 2048-step rollouts with 10 epochs of 32 minibatches). SAC is timed over `sac_steps` learning
+steps after its 5000 random ones, PPO over `ppo_rollouts` rollouts after one warm-up rollout; no evaluation
+runs. The frameworks alternate, `repeats` times, and the median is reported.
 
     python benchmarks/online_speed.py --repeats 3
 
@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 import tyro
+from online_mujoco import make_policylab_agent, make_sb3_model  # the matched settings, built in one place
 
 
 @dataclasses.dataclass
@@ -39,32 +40,20 @@ class Settings:
 
 
 def time_policylab(algorithm: str, env_id: str, settings: Settings) -> float:
-    from policylab.online_rl import PPO, SAC, PPOConfig, SACConfig
-
-    if algorithm == "sac":
-        agent, warmup, timed = SAC(env_id, SACConfig()), 5001, settings.sac_steps
-    else:
-        agent, warmup, timed = PPO(env_id, PPOConfig()), 2048, 2048 * settings.ppo_rollouts
-    total = warmup + timed
+    agent = make_policylab_agent(algorithm, env_id, seed=0)
+    warmup = 5001 if algorithm == "sac" else 2048
+    timed = settings.sac_steps if algorithm == "sac" else 2048 * settings.ppo_rollouts
     agent.learn(warmup, eval_every=10**9, progress=False)
     agent.env_id = None  # keeps its envs, but no evaluation runs inside the timed part
     started = time.perf_counter()
-    agent.learn(total, eval_every=10**9, progress=False)
+    agent.learn(warmup + timed, eval_every=10**9, progress=False)
     return (agent.num_timesteps - warmup) / (time.perf_counter() - started)
 
 
 def time_sb3(algorithm: str, env_id: str, settings: Settings) -> float:
-    import gymnasium as gym
-    from stable_baselines3 import PPO, SAC
-    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
-
-    env = DummyVecEnv([lambda: gym.make(env_id)])
-    if algorithm == "sac":
-        model = SAC("MlpPolicy", env, learning_starts=5000, policy_kwargs={"net_arch": [256, 256]}, device="cpu")
-        warmup, timed = 5001, settings.sac_steps
-    else:
-        model = PPO("MlpPolicy", VecNormalize(env), n_steps=2048, batch_size=64, clip_range_vf=0.2, device="cpu")
-        warmup, timed = 2048, 2048 * settings.ppo_rollouts
+    model, _ = make_sb3_model(algorithm, env_id, seed=0)
+    warmup = 5001 if algorithm == "sac" else 2048
+    timed = settings.sac_steps if algorithm == "sac" else 2048 * settings.ppo_rollouts
     model.learn(warmup)
     started = time.perf_counter()
     model.learn(timed, reset_num_timesteps=False)
