@@ -48,6 +48,7 @@ class EnvStep(NamedTuple):
     final_observations: torch.Tensor
     terminations: torch.Tensor
     truncations: torch.Tensor
+    dones: torch.Tensor  # 1.0 where the episode ended (terminated or truncated)
 
 
 class OnlineAgent(Agent):
@@ -132,7 +133,7 @@ class OnlineAgent(Agent):
             finished = torch.as_tensor(info["_final_obs"], device=self.device).reshape(-1, 1)
             final_observations = torch.where(finished, self._as_float(info["final_obs"]), next_observations)
         step = EnvStep(
-            self.observations, actions, rewards, next_observations, final_observations, terminations, truncations
+            self.observations, actions, rewards, next_observations, final_observations, terminations, truncations, done
         )
         self._episode_returns += rewards
         self._episode_lengths += 1

@@ -202,26 +202,23 @@ class PPO(OnlineAgent):
             normalized = self._normalize(self.observations)
             actions, log_probs, values = self.policy.sample(normalized)
             step = self.step_envs(envs, actions)
-            rewards = self._scale_rewards(step.rewards, step.terminations, step.truncations)
+            rewards = self._scale_rewards(step.rewards, step.dones)
             final_values = None  # V(final observation) is needed only where an episode ended
-            ended = torch.maximum(step.terminations, step.truncations)
-            if ended.any():
-                final_values = self.policy.value(self._normalize(step.final_observations)).squeeze(-1) * ended
+            if step.dones.any():
+                final_values = self.policy.value(self._normalize(step.final_observations)).squeeze(-1) * step.dones
             self.buffer.add(
                 normalized, actions, log_probs, values, rewards, step.terminations, step.truncations, final_values
             )
         last_values = self.policy.value(self._normalize(self.observations)).squeeze(-1)
         self.buffer.compute_advantages(last_values, cfg.discount, cfg.gae_lambda)
 
-    def _scale_rewards(
-        self, rewards: torch.Tensor, terminations: torch.Tensor, truncations: torch.Tensor
-    ) -> torch.Tensor:
+    def _scale_rewards(self, rewards: torch.Tensor, dones: torch.Tensor) -> torch.Tensor:
         """SB3 `VecNormalize`'s reward scaling: divide by the running std of each env's discounted return."""
         if not self.config.normalize_rewards:
             return rewards
         self._discounted_returns = self._discounted_returns * self.config.discount + rewards
         self.return_normalizer.update(self._discounted_returns)
-        self._discounted_returns *= 1.0 - torch.maximum(terminations, truncations)
+        self._discounted_returns *= 1.0 - dones
         scale = torch.sqrt(self.return_normalizer.var + self.return_normalizer.epsilon).float()
         return (rewards / scale).clamp(-self.return_normalizer.clip, self.return_normalizer.clip)
 
