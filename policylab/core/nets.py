@@ -66,6 +66,10 @@ class EnsembleLinear(nn.Module):
             return torch.addmm(self.bias[member], x, self.weight[member])
         if x.dim() == 2:  # a view that shares the input between members (no copy, one batched matmul)
             x = x.unsqueeze(0).expand(self.ensemble_size, -1, -1)
+        if self.out_features == 1:
+            # A width-1 output is a matrix-vector product, which the batched GEMM does ~5x slower on CPU than
+            # a multiply-and-sum (measured: 53 µs vs 10 µs for 2 members × 256 rows × 256 inputs).
+            return (x * self.weight.transpose(1, 2)).sum(-1, keepdim=True) + self.bias
         return torch.baddbmm(self.bias, x, self.weight)
 
     def extra_repr(self) -> str:
@@ -265,6 +269,10 @@ class TanhGaussianActor(nn.Module):
         self.trunk = mlp(observation_dim, hidden_sizes[-1], hidden_sizes[:-1], output_activation=nn.ReLU)
         self.head = nn.Linear(hidden_sizes[-1], 2 * action_dim)
         self.log_std_bounds = log_std_bounds
+        # The action-independent part of the log-density (see `_log_density`), fixed by the bounds.
+        self._log_density_constant = float(
+            -action_dim * (0.5 * math.log(2 * math.pi) + 2.0 * math.log(2.0)) - self.scaler.scale.log().sum()
+        )
 
     def distribution(self, observations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and log-std of the Gaussian before squashing."""
@@ -300,11 +308,11 @@ class TanhGaussianActor(nn.Module):
     def _log_density(self, pre_tanh: torch.Tensor, noise: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
         """Density of the action tanh(u)·scale + bias with u = mean + std·noise, by the change of variables:
         Σ [log N(noise) − log std − log(1 − tanh²u) − log scale], where
-        log(1 − tanh²u) = 2·(log 2 − u − softplus(−2u)). The constants are summed once."""
-        action_dim = pre_tanh.shape[-1]
-        constant = -action_dim * (0.5 * math.log(2 * math.pi) + 2.0 * math.log(2.0)) - self.scaler.scale.log().sum()
-        per_dimension = 2.0 * (pre_tanh + F.softplus(-2.0 * pre_tanh)) - 0.5 * noise.square() - log_std
-        return per_dimension.sum(-1) + constant
+        log(1 − tanh²u) = 2·(log 2 − u − softplus(−2u)). The constants are summed once, at construction."""
+        per_dimension = (
+            (pre_tanh + F.softplus(-2.0 * pre_tanh)).mul_(2.0).sub_(log_std).addcmul_(noise, noise, value=-0.5)
+        )
+        return per_dimension.sum(-1) + self._log_density_constant
 
 
 def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:

@@ -82,7 +82,8 @@ class SAC(OnlineAgent):
         self.critic_target = copy.deepcopy(self.critic)
         freeze([self.critic_target])
         self.log_alpha = LogEntropyCoefficient(cfg.initial_entropy_coefficient).to(device)
-        self.actor_optimizer = adam(self.actor.parameters(), lr=cfg.learning_rate)
+        self._actor_parameters = list(self.actor.parameters())
+        self.actor_optimizer = adam(self._actor_parameters, lr=cfg.learning_rate)
         self.critic_optimizer = adam(self.critic.parameters(), lr=cfg.learning_rate)
         self.alpha_optimizer = adam(self.log_alpha.parameters(), lr=cfg.learning_rate)
         self.target_entropy = cfg.target_entropy if cfg.target_entropy is not None else -float(action_dim)
@@ -132,10 +133,10 @@ class SAC(OnlineAgent):
         observations, actions, rewards, next_observations, terminals = batch
 
         policy_actions, log_probs = self.actor(observations)
-        alpha_loss = -(self.log_alpha.value * (log_probs.detach() + self.target_entropy)).mean()
         if cfg.autotune_entropy:
-            self.alpha_optimizer.zero_grad(set_to_none=True)
-            alpha_loss.backward()
+            # The α loss −log α·(log π + target entropy), batch-averaged, has this gradient in log α;
+            # set directly, it spares a backward pass.
+            self.log_alpha.value.grad = -(log_probs.detach().mean() + self.target_entropy)
             self.alpha_optimizer.step()
         alpha = self.log_alpha.value.detach().exp()
 
@@ -149,12 +150,10 @@ class SAC(OnlineAgent):
         critic_loss.backward()
         self.critic_optimizer.step()
 
-        self.critic.requires_grad_(False)  # the actor step needs dQ/da only
         q_policy = self.critic(observations, policy_actions).min(dim=0).values
-        self.critic.requires_grad_(True)
         actor_loss = (alpha * log_probs - q_policy).mean()
         self.actor_optimizer.zero_grad(set_to_none=True)
-        actor_loss.backward()
+        actor_loss.backward(inputs=self._actor_parameters)  # through the critics to dQ/da only, not their weights
         self.actor_optimizer.step()
 
         polyak_update(self.critic_target, self.critic, cfg.tau)

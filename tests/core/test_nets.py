@@ -2,6 +2,7 @@
 
 import copy
 
+import pytest
 import torch
 from torch import nn
 
@@ -15,12 +16,13 @@ from policylab.core.nets import (
 )
 
 
-def test_ensemble_linear_equals_separate_linear_layers():
+@pytest.mark.parametrize("out_features", [3, 1])  # width 1 takes its own multiply-and-sum path
+def test_ensemble_linear_equals_separate_linear_layers(out_features):
     torch.manual_seed(0)
-    layer = EnsembleLinear(5, 3, ensemble_size=4)
+    layer = EnsembleLinear(5, out_features, ensemble_size=4)
     x = torch.randn(8, 5)
     out = layer(x)
-    assert out.shape == (4, 8, 3)
+    assert out.shape == (4, 8, out_features)
     for member in range(4):
         torch.testing.assert_close(out[member], x @ layer.weight[member] + layer.bias[member, 0])
         torch.testing.assert_close(layer(x, member=member), out[member])

@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 
@@ -60,6 +62,23 @@ def test_sac_entropy_coefficient_falls_while_entropy_is_above_target():
     agent = SAC("Pendulum-v1", small_config(target_entropy=-50.0))  # far below any policy's entropy
     agent.learn(300, eval_every=10_000, progress=False)
     assert agent.log_alpha.value.exp().item() < 0.95
+
+
+def test_sac_entropy_gradient_equals_autograd_of_sb3s_alpha_loss():
+    agent = SAC("Pendulum-v1", small_config())
+    agent.setup_learning(1000)
+    agent.buffer.add(
+        torch.randn(64, 3), torch.rand(64, 1) * 4 - 2, torch.randn(64), torch.randn(64, 3), torch.zeros(64)
+    )
+    batch = agent.buffer.sample(64)
+    reference = copy.deepcopy(agent)
+    torch.manual_seed(3)
+    agent.update(batch)
+    torch.manual_seed(3)  # the same policy noise: sampling the actor is the update's first random draw
+    _, log_probs = reference.actor(batch.observations)
+    alpha_loss = -(reference.log_alpha.value * (log_probs.detach() + reference.target_entropy)).mean()
+    (expected,) = torch.autograd.grad(alpha_loss, reference.log_alpha.value)
+    torch.testing.assert_close(agent.log_alpha.value.grad, expected)
 
 
 def test_sac_stores_final_observation_and_bootstraps_truncation():
