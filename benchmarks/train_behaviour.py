@@ -20,15 +20,13 @@ the same command again after a kill and it continues from the last checkpoint.
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 from typing import Literal
 
 import torch
 import tyro
 
-from policylab.core.data.behaviour import BEHAVIOUR_DIR, behaviour_file
-from policylab.core.evaluation import evaluate
+from policylab.core.data.behaviour import BEHAVIOUR_DIR, make_actor, policy_return, save_behaviour
 from policylab.core.files import atomic_path
 from policylab.online_rl import SAC, SACConfig
 
@@ -88,16 +86,7 @@ def save_snapshot(agent: SAC, run_dir: Path) -> None:
         torch.save(agent.actor.state_dict(), temporary)
 
 
-def stochastic_return(agent: SAC, actor_state: dict, task: str, episodes: int, seed: int) -> tuple[float, float]:
-    """Mean and std of the return of `agent` with these actor weights and sampled actions, as the datasets
-    roll policies out (`seed` seeds both the envs and the action noise)."""
-    agent.actor.load_state_dict(actor_state)
-    torch.manual_seed(seed)
-    result = evaluate(agent, task, episodes=episodes, seed=seed, deterministic=False)
-    return result.return_mean, result.return_std
-
-
-def select(task: str, settings: Settings) -> dict:
+def select(task: str, settings: Settings) -> None:
     """Choose random, medium, expert and the replay series of `task`, evaluate them and write them out."""
     paths = sorted((settings.work_dir / task / "snapshots").glob("actor-*.pt"))
     snapshots = {int(path.stem.removeprefix("actor-")): torch.load(path, weights_only=True) for path in paths}
@@ -105,32 +94,32 @@ def select(task: str, settings: Settings) -> dict:
         raise RuntimeError(
             f"{task} has not finished training: its last snapshot is at {max(snapshots, default=0)} steps"
         )
-    agent = SAC(task, SACConfig())  # holds each snapshot in turn for evaluation
-    seed = settings.seed + 100
-    returns = {
-        step: stochastic_return(agent, actor, task, settings.select_episodes, seed)[0]
-        for step, actor in snapshots.items()
-    }
+    actor, seed = make_actor(task), settings.seed + 100
+
+    def stochastic_return(step: int, episodes: int) -> tuple[float, float]:
+        actor.load_state_dict(snapshots[step])
+        return policy_return(actor, task, episodes, seed)
+
+    returns = {step: stochastic_return(step, settings.select_episodes)[0] for step in snapshots}
     expert_step = settings.steps
     medium_step = min(snapshots, key=lambda step: abs(returns[step] - returns[expert_step] / 3.0))
     chosen = {"random": 0, "medium": medium_step, "expert": expert_step}
     card = {
-        "task": task,
-        "trainer": f"policylab SAC, {settings.steps} env steps, seed {settings.seed}, SACConfig defaults",
-        "evaluation": f"sampled actions, {settings.report_episodes} episodes, seed {seed}",
-        "snapshot_returns": {str(step): returns[step] for step in snapshots},
+        "trainer": f"policylab SAC (SACConfig defaults), {settings.steps} env steps, seed {settings.seed}",
+        "evaluation_episodes": settings.report_episodes,
+        "evaluation_seed": seed,
         "policies": {},
         "replay_steps": [step for step in snapshots if step <= medium_step],
+        "snapshot_returns": {str(step): value for step, value in returns.items()},  # sampled actions
+        "snapshot_return_episodes": settings.select_episodes,
     }
     for kind, step in chosen.items():
-        mean, std = stochastic_return(agent, snapshots[step], task, settings.report_episodes, seed)
+        mean, std = stochastic_return(step, settings.report_episodes)
         card["policies"][kind] = {"step": step, "return_mean": mean, "return_std": std}
         print(f"{task} {kind}: step {step}, return {mean:.1f} ± {std:.1f}", flush=True)
     weights = {kind: snapshots[step] for kind, step in chosen.items()}
     weights["replay"] = [snapshots[step] for step in card["replay_steps"]]
-    with atomic_path(behaviour_file(task, settings.out_dir)) as temporary:
-        torch.save(weights, temporary)
-    return card
+    save_behaviour(task, weights, card, settings.out_dir)
 
 
 def main(settings: Settings) -> None:
@@ -139,12 +128,8 @@ def main(settings: Settings) -> None:
         for task in settings.tasks:
             train(task, settings)
     if settings.stage in ("select", "all"):
-        cards_path = settings.out_dir / "behaviour.json"
-        cards = json.loads(cards_path.read_text()) if cards_path.exists() else {}
         for task in settings.tasks:
-            cards[task] = select(task, settings)
-            with atomic_path(cards_path) as temporary:
-                temporary.write_text(json.dumps(cards, indent=1, default=float) + "\n")
+            select(task, settings)
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@
 policylab train td3bc --dataset gen/pendulum-scripted-v0 --steps 20000 --seed 0
 policylab train sac --env Hopper-v5 --steps 1000000 --seed 0
 policylab eval runs/td3bc-pendulum-scripted-v0-s0/agent.pt --env Pendulum-v1 --episodes 10
-policylab data info gen/pendulum-scripted-v0
-policylab data make gen/pendulum-scripted-v0
+policylab data list
+policylab data make gen/hopper-medium-v0 --size 100000
+policylab data info gen/hopper-medium-v0-100k
 """
 
 import dataclasses
@@ -151,7 +152,7 @@ class Evaluate:
 
 @dataclasses.dataclass
 class DataInfo:
-    """Print a dataset's summary: size, dimensions, episodes and returns."""
+    """Print a dataset's summary (size, dimensions, episodes, returns) and its metadata card."""
 
     dataset: tyro.conf.Positional[str]
     """dataset id or path"""
@@ -162,16 +163,27 @@ class DataMake:
     """Make one of the library's generated datasets (gen/<name>) in the local cache."""
 
     dataset: tyro.conf.Positional[str]
-    """generated dataset id, e.g. gen/pendulum-scripted-v0"""
+    """generated dataset id, e.g. gen/hopper-medium-v0 (`policylab data list` shows them all)"""
+    size: int | None = None
+    """transitions per behaviour policy (default 1,000,000; medium-expert holds twice this)"""
+    seed: int | None = None
+    """seed of envs and action noise (default 0)"""
     overwrite: bool = False
     """rebuild it even if the file exists"""
+    progress: bool = True
+    """show a progress bar"""
+
+
+@dataclasses.dataclass
+class DataList:
+    """List the generated datasets in the local cache and those this installation can make."""
 
 
 def main(args: list[str] | None = None) -> None:
     """Entry point of the `policylab` command."""
     train_types = _train_command_types()
     train_type = _subcommands({name: command_type for name, (command_type, _) in train_types.items()})
-    data_type = _subcommands({"info": DataInfo, "make": DataMake})
+    data_type = _subcommands({"info": DataInfo, "make": DataMake, "list": DataList})
 
     def train(
         command: tyro.conf.OmitSubcommandPrefixes[Annotated[train_type, tyro.conf.arg(name="")]],
@@ -191,13 +203,20 @@ def main(args: list[str] | None = None) -> None:
 
     def data(command: tyro.conf.OmitSubcommandPrefixes[Annotated[data_type, tyro.conf.arg(name="")]]) -> None:
         """Inspect or make datasets."""
-        if isinstance(command, DataMake):
-            from policylab.core.data.generate import make_dataset
+        from policylab.core.data import generate
 
-            path = make_dataset(command.dataset, overwrite=command.overwrite)
-            print(f"{command.dataset} -> {path}")
+        if isinstance(command, DataMake):
+            dataset_id = generate.dataset_id_with_options(command.dataset, command.size, command.seed)
+            path = generate.make_dataset(dataset_id, overwrite=command.overwrite, progress=command.progress)
+            print(f"{dataset_id} -> {path}")
+        elif isinstance(command, DataList):
+            print(json.dumps(generate.cache_listing(), indent=2))
         else:
-            print(json.dumps(load_dataset(command.dataset).summary(), indent=2, default=str))
+            dataset = load_dataset(command.dataset)
+            card = {
+                key: value.decode() if isinstance(value, bytes) else value for key, value in dataset.metadata.items()
+            }
+            print(json.dumps(dataset.summary() | {"metadata": card}, indent=2, default=str))
 
     try:
         tyro.extras.subcommand_cli_from_dict(

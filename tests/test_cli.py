@@ -55,9 +55,9 @@ def test_make_train_eval_and_info(tmp_path, monkeypatch, capsys):
 
 
 def test_missing_dataset_is_a_clear_error(tmp_path, monkeypatch):
-    monkeypatch.setenv("POLICYLAB_DATA", str(tmp_path))
-    with pytest.raises(SystemExit, match="policylab data make gen/pendulum-scripted-v0"):
-        main(["train", "td3bc", "--dataset", "gen/pendulum-scripted-v0", "--steps", "1"])
+    monkeypatch.setenv("D4RL_DATASET_DIR", str(tmp_path))
+    with pytest.raises(SystemExit, match="D4RL_DATASET_DIR"):
+        main(["train", "td3bc", "--dataset", "d4rl/hopper-medium-v2", "--steps", "1"])
 
 
 def test_train_online_agents_and_resume(tmp_path, capsys):

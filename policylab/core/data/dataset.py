@@ -213,6 +213,26 @@ class OfflineDataset:
 
         return load_hdf5(path, dataset_id=dataset_id, env_id=env_id)
 
+    @classmethod
+    def concatenate(cls, parts: list[OfflineDataset]) -> OfflineDataset:
+        """The transitions and infos of `parts`, one after another (metadata and ids from the first part)."""
+        if not parts:
+            raise DatasetError("nothing to concatenate: pass at least one dataset")
+        info_keys = set(parts[0].infos)
+        for part in parts[1:]:
+            if set(part.infos) != info_keys:
+                raise DatasetError(
+                    f"cannot concatenate datasets whose infos differ: {sorted(info_keys)} vs {sorted(part.infos)}"
+                )
+        first = parts[0]
+        return cls(
+            **{key: np.concatenate([getattr(part, key) for part in parts]) for key in TRANSITION_KEYS},
+            infos={key: np.concatenate([part.infos[key] for part in parts]) for key in first.infos},
+            metadata=dict(first.metadata),
+            env_id=first.env_id,
+            dataset_id=first.dataset_id,
+        )
+
     def summary(self) -> dict[str, Any]:
         """Sizes, return statistics and flag counts, as plain Python values."""
         returns = self.episode_returns()

@@ -1,18 +1,23 @@
 """Datasets the library makes itself (`gen/<name>` ids), since none can be downloaded here.
 
-`GENERATED_DATASETS` maps each name to the function that makes it; `make_dataset` writes the file
-where `load_dataset("gen/<name>")` finds it.
+`GENERATED_DATASETS` maps each scripted dataset's name to the function that makes it; the MuJoCo datasets
+`<family>-<kind>-v0` roll out the shipped behaviour policies (`policylab.core.data.behaviour`). `make_dataset`
+writes the file where `load_dataset("gen/<name>")` finds it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
+from policylab.core.data.behaviour import DATASET_KINDS, behaviour_tasks, make_behaviour_dataset, parse_dataset_name
 from policylab.core.data.dataset import OfflineDataset
-from policylab.core.data.registry import dataset_path
+from policylab.core.data.registry import GENERATED_PREFIX, dataset_path, generated_dataset_dir
+from policylab.core.data.scores import GYMNASIUM_ENV_IDS
 from policylab.core.envs import make_env
 
 BatchPolicy = Callable[[np.ndarray, np.random.Generator], np.ndarray]
@@ -85,13 +90,61 @@ GENERATED_DATASETS: dict[str, Callable[[], OfflineDataset]] = {
 }
 
 
-def make_dataset(dataset_id: str, overwrite: bool = False) -> Path:
-    """Make the generated dataset `gen/<name>` and write it where `load_dataset` looks; returns the path."""
-    name = dataset_id.removeprefix("gen/")
-    if name not in GENERATED_DATASETS:
-        raise ValueError(f"no generator for {dataset_id!r}; known: {', '.join('gen/' + n for n in GENERATED_DATASETS)}")
-    path = dataset_path(f"gen/{name}")
+def can_make(dataset_id: str) -> bool:
+    """Whether `make_dataset` knows how to make this `gen/` id (behaviour datasets: if the family's policies ship)."""
+    name = dataset_id.removeprefix(GENERATED_PREFIX)
+    spec = parse_dataset_name(name)
+    return name in GENERATED_DATASETS or (spec is not None and spec.task in behaviour_tasks())
+
+
+def makeable_datasets() -> list[str]:
+    """Every `gen/` id this installation can make at its default size and seed."""
+    shipped = behaviour_tasks()
+    behaviour = [
+        f"{GENERATED_PREFIX}{family}-{kind}-v0"
+        for family, task in GYMNASIUM_ENV_IDS.items()
+        if task in shipped
+        for kind in DATASET_KINDS
+    ]
+    return [GENERATED_PREFIX + name for name in GENERATED_DATASETS] + behaviour
+
+
+def make_dataset(dataset_id: str, overwrite: bool = False, progress: bool = True) -> Path:
+    """Make the generated dataset `gen/<name>` and write it (atomically) where `load_dataset` looks; returns the
+    path. An existing file is kept unless `overwrite`."""
+    name = dataset_id.removeprefix(GENERATED_PREFIX)
+    spec = parse_dataset_name(name)
+    if name not in GENERATED_DATASETS and spec is None:
+        raise ValueError(f"no generator for {dataset_id!r}; this installation makes: {', '.join(makeable_datasets())}")
+    if spec is not None:
+        name = spec.name  # canonical: hopper-medium-v0-100000 and hopper-medium-v0-100k are one file
+    path = dataset_path(GENERATED_PREFIX + name)
     if path.exists() and not overwrite:
         return path
-    GENERATED_DATASETS[name]().save(path)
+    dataset = GENERATED_DATASETS[name]() if spec is None else make_behaviour_dataset(name, progress=progress)
+    dataset.save(path)
     return path
+
+
+def dataset_id_with_options(dataset_id: str, size: int | None = None, seed: int | None = None) -> str:
+    """The canonical id of a behaviour dataset with `size` and `seed` set (None keeps the id's own)."""
+    spec = parse_dataset_name(dataset_id.removeprefix(GENERATED_PREFIX))
+    if spec is None:
+        if size is not None or seed is not None:
+            raise ValueError(f"--size and --seed apply to the MuJoCo behaviour datasets, not to {dataset_id}")
+        return dataset_id
+    if size is not None and size < 1:
+        raise ValueError(f"size must be at least 1 transition, got {size}")
+    spec = dataclasses.replace(spec, size=spec.size if size is None else size, seed=spec.seed if seed is None else seed)
+    return GENERATED_PREFIX + spec.name
+
+
+def cache_listing() -> dict[str, Any]:
+    """The cache folder, the generated files in it (with sizes in MB) and the ids that can be made."""
+    folder = generated_dataset_dir()
+    files = sorted(folder.glob("*.hdf5")) if folder.is_dir() else []
+    return {
+        "cache": str(folder),
+        "cached": {GENERATED_PREFIX + path.stem: round(path.stat().st_size / 2**20, 1) for path in files},
+        "makeable": makeable_datasets(),
+    }

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import re
+import sys
 from pathlib import Path
 
 from policylab.core.data.d4rl import load_hdf5
@@ -92,25 +93,30 @@ def _missing_file_message(dataset_id: str, path: Path) -> str:
             f"D4RL dataset {dataset_id} not found at {path}: put D4RL's file there "
             "or set D4RL_DATASET_DIR to the folder that holds it"
         )
-    from policylab.core.data.generate import GENERATED_DATASETS  # generate.py imports this module
+    from policylab.core.data.generate import makeable_datasets  # generate.py imports this module
 
-    if dataset_id.removeprefix(GENERATED_PREFIX) not in GENERATED_DATASETS:
-        known = ", ".join(GENERATED_PREFIX + name for name in GENERATED_DATASETS)
-        return f"unknown generated dataset {dataset_id} (nothing at {path}); the library makes: {known}"
     return (
-        f"generated dataset {dataset_id} not found at {path}: run `policylab data make {dataset_id}` "
-        "(or set POLICYLAB_DATA to the folder whose datasets/ holds it)"
+        f"unknown generated dataset {dataset_id} (nothing at {path}); this installation makes: "
+        f"{', '.join(makeable_datasets())} (behaviour datasets also take -<size> and -seed<k>, e.g. "
+        "gen/hopper-medium-v0-100k)"
     )
 
 
 def load_dataset(dataset_id_or_path: str | os.PathLike) -> OfflineDataset:
-    """Loads a dataset by id ("d4rl/...", "gen/...", "minari/...") or from an .hdf5/.h5 path."""
+    """Loads a dataset by id ("d4rl/...", "gen/...", "minari/...") or from an .hdf5/.h5 path; a `gen/` dataset
+    missing from the cache is made first (saying so on stderr)."""
     name = os.fspath(dataset_id_or_path)
     if _is_file_path(name):
         return load_hdf5(Path(name).expanduser())
     if name.startswith(MINARI_PREFIX):
         return from_minari(name.removeprefix(MINARI_PREFIX))
     path = dataset_path(name)
+    if not path.is_file() and name.startswith(GENERATED_PREFIX):
+        from policylab.core.data.generate import can_make, make_dataset
+
+        if can_make(name):
+            print(f"{name} is not in the cache ({path}): making it now", file=sys.stderr, flush=True)
+            path = make_dataset(name)
     if not path.is_file():
         raise DatasetNotFoundError(_missing_file_message(name, path))
     return load_hdf5(path, dataset_id=name)

@@ -96,12 +96,13 @@ def test_missing_d4rl_file_says_where_and_how(data_dirs):
     assert "D4RL_DATASET_DIR" in message
 
 
-def test_missing_generated_file_names_the_command(data_dirs):
-    with pytest.raises(DatasetNotFoundError) as error:
-        load_dataset("gen/pendulum-scripted-v0")
-    message = str(error.value)
-    assert str(data_dirs / "policylab" / "datasets" / "pendulum-scripted-v0.hdf5") in message
-    assert "policylab data make gen/pendulum-scripted-v0" in message
+def test_missing_generated_dataset_is_made_on_first_use_saying_so(data_dirs, capsys):
+    path = data_dirs / "policylab" / "datasets" / "pendulum-scripted-v0.hdf5"
+    dataset = load_dataset("gen/pendulum-scripted-v0")
+    assert path.is_file() and len(dataset) > 0
+    assert f"gen/pendulum-scripted-v0 is not in the cache ({path}): making it now" in capsys.readouterr().err
+    load_dataset("gen/pendulum-scripted-v0")  # now cached: read, not made again
+    assert capsys.readouterr().err == ""
 
 
 def test_unknown_generated_dataset_lists_the_known_ones(data_dirs):
