@@ -1,0 +1,133 @@
+"""Exact nearest-neighbour search over a dataset's (β·state, action) keys, for queries at the dataset's own states.
+
+PRDC's actor asks, at every step and for every state s_j of its batch, which dataset pair (s_i, a_i) is
+nearest to (s_j, π(s_j)) under d² = β²‖s_j − s_i‖² + ‖π(s_j) − a_i‖². The query's state is always a dataset
+state, and that makes an exact search cheap:
+
+- once, for every dataset state j, the `num_candidates` nearest dataset states (in state space, j itself
+  first) and the squared distance r_j² to the last of them are found with a KD-tree over the states;
+- per query, d² is computed to those candidates only; every other pair i has ‖s_j − s_i‖ ≥ r_j, hence
+  d² ≥ β²r_j², so when the best candidate has d*² ≤ β²r_j² it is the exact nearest neighbour;
+- the queries where the bound does not settle it (a policy action far from the actions of nearby states)
+  are answered by a full search: a KD-tree over all keys bounded by the candidate distance on the CPU,
+  a chunked brute force on a GPU.
+
+The candidate lists depend only on the states and `num_candidates`, so they are kept in a cache file per
+dataset and reused by later runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy.spatial import cKDTree
+
+from policylab.core.files import atomic_path
+
+
+def neighbour_cache_dir() -> Path:
+    """Where candidate lists are kept: $POLICYLAB_DATA/neighbours, else ~/.cache/policylab/neighbours."""
+    return Path(os.environ.get("POLICYLAB_DATA", "~/.cache/policylab")).expanduser() / "neighbours"
+
+
+def state_neighbours(states: np.ndarray, count: int, cache: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """For every row of `states`: the indices of its `count` nearest rows (int64 [N, count], itself among them
+    unless it has more than `count` duplicates) and the squared distance to the farthest of them (float64 [N]);
+    read from the cache when computed before."""
+    states = np.ascontiguousarray(states, dtype=np.float32)
+    count = min(count, len(states))
+    digest = hashlib.blake2b(states.tobytes(), digest_size=16).hexdigest()
+    path = neighbour_cache_dir() / f"{digest}-{states.shape[0]}x{states.shape[1]}-k{count}.npz"
+    if cache and path.is_file():
+        with np.load(path) as saved:
+            return saved["indices"].astype(np.int64), saved["radii_squared"]
+    distances, indices = cKDTree(states).query(states, k=count, workers=-1)
+    indices, distances = indices.reshape(len(states), count), distances.reshape(len(states), count)
+    radii_squared = distances[:, -1].astype(np.float64) ** 2
+    if cache:
+        with atomic_path(path) as temporary, open(temporary, "wb") as file:
+            np.savez(
+                file, indices=indices.astype(np.int32 if len(states) < 2**31 else np.int64), radii_squared=radii_squared
+            )
+    return indices.astype(np.int64), radii_squared
+
+
+class DatasetNeighbourSearch:
+    """Exact nearest (β·state, action) key of a dataset for queries (β·s_j, a) at its own states s_j.
+
+    `states` are the (normalised) states the keys are built from, `actions` the dataset's actions; both on
+    the device the queries come from.
+    """
+
+    def __init__(
+        self,
+        states: torch.Tensor,
+        actions: torch.Tensor,
+        beta: float,
+        num_candidates: int = 32,
+        cache: bool = True,
+    ) -> None:
+        if states.shape[0] != actions.shape[0]:
+            raise ValueError(
+                f"states have {states.shape[0]} rows but actions {actions.shape[0]}: pass one per transition"
+            )
+        self.beta = float(beta)
+        self.device = states.device
+        self.keys = torch.cat([self.beta * states, actions], dim=1).float().contiguous()
+        candidates, radii_squared = state_neighbours(states.cpu().numpy(), num_candidates, cache=cache)
+        self.candidates = torch.as_tensor(candidates, device=self.device)
+        # Points outside a state's list are at least β²r² away from any query at that state.
+        self.bounds = torch.as_tensor(self.beta**2 * radii_squared, dtype=torch.float32, device=self.device)
+        self._tree: cKDTree | None = None  # built on the first CPU fallback
+        self.queries = 0
+        self.fallbacks = 0
+
+    def nearest(self, state_indices: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Indices of the nearest keys to (β·states[state_indices], actions)."""
+        queries = torch.cat([self.keys[state_indices, : -actions.shape[1]], actions.detach()], dim=1)
+        candidates = self.candidates[state_indices]  # [B, K]
+        distances = (self.keys[candidates] - queries.unsqueeze(1)).pow(2).sum(-1)  # [B, K]
+        best_distance, best = distances.min(dim=1)
+        nearest = candidates.gather(1, best.unsqueeze(1)).squeeze(1)
+        unsettled = torch.nonzero(best_distance > self.bounds[state_indices]).squeeze(1)
+        self.queries += len(state_indices)
+        if len(unsettled):
+            self.fallbacks += len(unsettled)
+            found = self._full_search(queries[unsettled], best_distance[unsettled])
+            nearest[unsettled] = torch.where(found >= 0, found, nearest[unsettled])
+        return nearest
+
+    def _full_search(self, queries: torch.Tensor, upper_bounds: torch.Tensor) -> torch.Tensor:
+        """Exact nearest keys by a full search; `upper_bounds` are squared distances known to be reachable."""
+        if self.device.type == "cuda":
+            return brute_force_nearest(self.keys, queries)
+        if self._tree is None:
+            self._tree = cKDTree(self.keys.cpu().numpy())
+        points, radii = queries.cpu().numpy(), np.sqrt(upper_bounds.cpu().numpy().astype(np.float64)) * (1 + 1e-5)
+        found = np.asarray(
+            [self._tree.query(point, k=1, distance_upper_bound=radius)[1] for point, radius in zip(points, radii)]
+        )
+        # The bound is a candidate's own distance, so the tree finds a key at least as near; if rounding hid it
+        # (the tree answers len(keys) for "none within the bound"), the candidate stands.
+        found = np.where(found < len(self.keys), found, -1)
+        return torch.as_tensor(found, dtype=torch.int64, device=self.device)
+
+
+def brute_force_nearest(keys: torch.Tensor, queries: torch.Tensor, max_elements: int = 2**26) -> torch.Tensor:
+    """Index of the nearest row of `keys` to each query by exhaustive search, in chunks of keys whose difference
+    tensor holds at most `max_elements` numbers (differences, not the ‖q‖² + ‖k‖² − 2q·k expansion, so that
+    rounding cannot reorder near neighbours)."""
+    chunk = max(1, max_elements // max(1, len(queries) * keys.shape[1]))
+    best_distance = torch.full((len(queries),), torch.inf, device=keys.device)
+    best = torch.zeros(len(queries), dtype=torch.int64, device=keys.device)
+    for start in range(0, len(keys), chunk):
+        distances = (queries.unsqueeze(1) - keys[start : start + chunk].unsqueeze(0)).pow(2).sum(-1)
+        chunk_distance, chunk_best = distances.min(dim=1)
+        better = chunk_distance < best_distance
+        best_distance = torch.where(better, chunk_distance, best_distance)
+        best = torch.where(better, chunk_best + start, best)
+    return best

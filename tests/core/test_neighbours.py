@@ -1,0 +1,72 @@
+"""The dataset neighbour search returns the brute-force nearest key, on random and on dataset-like queries."""
+
+import numpy as np
+import pytest
+import torch
+
+from policylab.core.neighbours import DatasetNeighbourSearch, brute_force_nearest, neighbour_cache_dir
+
+
+def brute_force_distances(keys: torch.Tensor, queries: torch.Tensor) -> torch.Tensor:
+    """Squared distance from each query to its nearest key, the naive way."""
+    return torch.cdist(queries.double(), keys.double()).pow(2).min(dim=1).values
+
+
+def make_search(tmp_path, monkeypatch, states, actions, beta=2.0, num_candidates=16):
+    monkeypatch.setenv("POLICYLAB_DATA", str(tmp_path))
+    return DatasetNeighbourSearch(torch.as_tensor(states), torch.as_tensor(actions), beta, num_candidates)
+
+
+def assert_exact(search, state_indices, actions):
+    nearest = search.nearest(state_indices, actions)
+    queries = torch.cat([search.keys[state_indices, : -actions.shape[1]], actions], dim=1)
+    found = (search.keys[nearest] - queries).double().pow(2).sum(-1)
+    torch.testing.assert_close(found, brute_force_distances(search.keys, queries), rtol=1e-5, atol=1e-6)
+
+
+def test_random_queries_get_the_brute_force_neighbour(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    states, actions = rng.normal(size=(3000, 5)).astype(np.float32), rng.uniform(-1, 1, (3000, 2)).astype(np.float32)
+    search = make_search(tmp_path, monkeypatch, states, actions)
+    indices = torch.as_tensor(rng.integers(0, 3000, 512))
+    assert_exact(search, indices, torch.as_tensor(rng.uniform(-1, 1, (512, 2)), dtype=torch.float32))
+    assert search.fallbacks > 0  # uniformly random actions are often far from the candidates' actions
+
+
+def test_dataset_like_queries_are_settled_by_the_candidates(tmp_path, monkeypatch):
+    # States along trajectories (a random walk) and actions that vary smoothly with the state, as in real data.
+    rng = np.random.default_rng(1)
+    states = np.cumsum(rng.normal(scale=0.1, size=(4000, 6)), axis=0).astype(np.float32)
+    actions = np.tanh(states[:, :3] + 0.1 * rng.normal(size=(4000, 3))).astype(np.float32)
+    search = make_search(tmp_path, monkeypatch, states, actions)
+    indices = torch.as_tensor(rng.integers(0, 4000, 1024))
+    policy_actions = torch.as_tensor(actions)[indices] + 0.02 * torch.randn(1024, 3)
+    assert_exact(search, indices, policy_actions)
+    assert search.fallbacks < 0.1 * search.queries
+
+
+def test_duplicate_states_stay_exact(tmp_path, monkeypatch):
+    rng = np.random.default_rng(2)
+    states = np.repeat(rng.normal(size=(50, 3)), 40, axis=0).astype(np.float32)  # 40 copies of each state
+    actions = rng.uniform(-1, 1, (2000, 2)).astype(np.float32)
+    search = make_search(tmp_path, monkeypatch, states, actions, num_candidates=8)
+    indices = torch.as_tensor(rng.integers(0, 2000, 256))
+    assert_exact(search, indices, torch.as_tensor(rng.uniform(-1, 1, (256, 2)), dtype=torch.float32))
+
+
+def test_candidate_lists_are_cached_per_dataset(tmp_path, monkeypatch):
+    rng = np.random.default_rng(3)
+    states, actions = rng.normal(size=(500, 4)).astype(np.float32), rng.uniform(-1, 1, (500, 2)).astype(np.float32)
+    first = make_search(tmp_path, monkeypatch, states, actions)
+    assert len(list(neighbour_cache_dir().glob("*-500x4-k16.npz"))) == 1
+    again = make_search(tmp_path, monkeypatch, states, actions)
+    torch.testing.assert_close(again.candidates, first.candidates)
+    torch.testing.assert_close(again.bounds, first.bounds)
+
+
+@pytest.mark.parametrize("max_elements", [2**26, 1000])  # one chunk, and many
+def test_brute_force_nearest_matches_the_naive_argmin(max_elements):
+    torch.manual_seed(0)
+    keys, queries = torch.randn(5000, 7), torch.randn(64, 7)
+    expected = torch.cdist(queries.double(), keys.double()).argmin(dim=1)
+    torch.testing.assert_close(brute_force_nearest(keys, queries, max_elements=max_elements), expected)
