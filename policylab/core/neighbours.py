@@ -5,8 +5,9 @@ nearest to (s_j, π(s_j)) under d² = β²‖s_j − s_i‖² + ‖π(s_j) − a
 state, and that makes an exact search cheap:
 
 - once, for every dataset state j, the `num_candidates` nearest dataset states (in state space, j itself
-  first) and the squared distance r_j² to the last of them are found with a KD-tree over the states;
-- per query, d² is computed to those candidates only; every other pair i has ‖s_j − s_i‖ ≥ r_j, hence
+  among them) and their squared distances are found with a KD-tree over the states; r_j is the last one's;
+- per query, d² is computed to those candidates only, and only its action part is new work; every other
+  pair i has ‖s_j − s_i‖ ≥ r_j, hence
   d² ≥ β²r_j², so when the best candidate has d*² ≤ β²r_j² it is the exact nearest neighbour;
 - the queries where the bound does not settle it (a policy action far from the actions of nearby states)
   are answered by a full search: a KD-tree over all keys bounded by the candidate distance on the CPU,
@@ -35,25 +36,24 @@ def neighbour_cache_dir() -> Path:
 
 
 def state_neighbours(states: np.ndarray, count: int, cache: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """For every row of `states`: the indices of its `count` nearest rows (int64 [N, count], itself among them
-    unless it has more than `count` duplicates) and the squared distance to the farthest of them (float64 [N]);
-    read from the cache when computed before."""
+    """For every row of `states`: the indices of its `count` nearest rows (int64 [N, count], nearest first,
+    itself among them unless it has more than `count` duplicates) and their squared distances (float32
+    [N, count]); read from the cache when computed before."""
     states = np.ascontiguousarray(states, dtype=np.float32)
     count = min(count, len(states))
     digest = hashlib.blake2b(states.tobytes(), digest_size=16).hexdigest()
     path = neighbour_cache_dir() / f"{digest}-{states.shape[0]}x{states.shape[1]}-k{count}.npz"
     if cache and path.is_file():
         with np.load(path) as saved:
-            return saved["indices"].astype(np.int64), saved["radii_squared"]
+            return saved["indices"].astype(np.int64), saved["squared_distances"]
     distances, indices = cKDTree(states).query(states, k=count, workers=-1)
-    indices, distances = indices.reshape(len(states), count), distances.reshape(len(states), count)
-    radii_squared = distances[:, -1].astype(np.float64) ** 2
+    indices = indices.reshape(len(states), count)
+    squared_distances = (distances.reshape(len(states), count) ** 2).astype(np.float32)
     if cache:
+        index_type = np.int32 if len(states) < 2**31 else np.int64
         with atomic_path(path) as temporary, open(temporary, "wb") as file:
-            np.savez(
-                file, indices=indices.astype(np.int32 if len(states) < 2**31 else np.int64), radii_squared=radii_squared
-            )
-    return indices.astype(np.int64), radii_squared
+            np.savez(file, indices=indices.astype(index_type), squared_distances=squared_distances)
+    return indices.astype(np.int64), squared_distances
 
 
 class DatasetNeighbourSearch:
@@ -78,26 +78,33 @@ class DatasetNeighbourSearch:
         self.beta = float(beta)
         self.device = states.device
         self.keys = torch.cat([self.beta * states, actions], dim=1).float().contiguous()
-        candidates, radii_squared = state_neighbours(states.cpu().numpy(), num_candidates, cache=cache)
+        self.actions = actions.float().contiguous()
+        candidates, squared_distances = state_neighbours(states.cpu().numpy(), num_candidates, cache=cache)
         self.candidates = torch.as_tensor(candidates, device=self.device)
-        # Points outside a state's list are at least β²r² away from any query at that state.
-        self.bounds = torch.as_tensor(self.beta**2 * radii_squared, dtype=torch.float32, device=self.device)
+        # The state part of a query's distance to each candidate, β²‖s_j − s_c‖², is fixed: only the action part
+        # is computed per query. Points outside a state's list are at least its last entry away.
+        self.state_distances = torch.as_tensor(self.beta**2 * squared_distances, device=self.device)
+        self.bounds = self.state_distances[:, -1]
         self._tree: cKDTree | None = None  # built on the first CPU fallback
         self.queries = 0
         self.fallbacks = 0
 
     def nearest(self, state_indices: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Indices of the nearest keys to (β·states[state_indices], actions)."""
-        queries = torch.cat([self.keys[state_indices, : -actions.shape[1]], actions.detach()], dim=1)
-        candidates = self.candidates[state_indices]  # [B, K]
-        distances = (self.keys[candidates] - queries.unsqueeze(1)).pow(2).sum(-1)  # [B, K]
+        actions = actions.detach()
+        candidates = self.candidates.index_select(0, state_indices)  # [B, K]
+        candidate_actions = self.actions.index_select(0, candidates.reshape(-1)).view(*candidates.shape, -1)
+        distances = self.state_distances.index_select(0, state_indices) + (
+            (candidate_actions - actions.unsqueeze(1)).pow(2).sum(-1)
+        )
         best_distance, best = distances.min(dim=1)
         nearest = candidates.gather(1, best.unsqueeze(1)).squeeze(1)
         unsettled = torch.nonzero(best_distance > self.bounds[state_indices]).squeeze(1)
         self.queries += len(state_indices)
         if len(unsettled):
             self.fallbacks += len(unsettled)
-            found = self._full_search(queries[unsettled], best_distance[unsettled])
+            queries = torch.cat([self.keys[state_indices[unsettled], : -actions.shape[1]], actions[unsettled]], dim=1)
+            found = self._full_search(queries, best_distance[unsettled])
             nearest[unsettled] = torch.where(found >= 0, found, nearest[unsettled])
         return nearest
 
@@ -107,10 +114,9 @@ class DatasetNeighbourSearch:
             return brute_force_nearest(self.keys, queries)
         if self._tree is None:
             self._tree = cKDTree(self.keys.cpu().numpy())
-        points, radii = queries.cpu().numpy(), np.sqrt(upper_bounds.cpu().numpy().astype(np.float64)) * (1 + 1e-5)
-        found = np.asarray(
-            [self._tree.query(point, k=1, distance_upper_bound=radius)[1] for point, radius in zip(points, radii)]
-        )
+        # One batched query bounded by the largest candidate distance: every query has a key within it.
+        radius = float(np.sqrt(upper_bounds.max().item())) * (1 + 1e-5)
+        found = self._tree.query(queries.cpu().numpy(), k=1, distance_upper_bound=radius, workers=-1)[1]
         # The bound is a candidate's own distance, so the tree finds a key at least as near; if rounding hid it
         # (the tree answers len(keys) for "none within the bound"), the candidate stands.
         found = np.where(found < len(self.keys), found, -1)
