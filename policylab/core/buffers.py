@@ -18,13 +18,15 @@ from policylab.core.files import atomic_write
 
 
 class TransitionBatch(NamedTuple):
-    """A batch of transitions; `terminals` is 1.0 where the episode truly ended (no bootstrap)."""
+    """A batch of transitions; `terminals` is 1.0 where the episode truly ended (no bootstrap); `indices` are the
+    buffer rows it was drawn from (for a buffer made by `from_dataset`, the dataset's transition indices)."""
 
     observations: torch.Tensor
     actions: torch.Tensor
     rewards: torch.Tensor
     next_observations: torch.Tensor
     terminals: torch.Tensor
+    indices: torch.Tensor | None = None
 
 
 class ReplayBuffer:
@@ -113,7 +115,9 @@ class ReplayBuffer:
         indices = torch.randint(0, self.size, (batch_size,), device=self.device, generator=self.generator)
         rows = self.storage[indices]
         observations, actions, rewards, next_observations, terminals = (rows[:, column] for column in self._columns)
-        return TransitionBatch(observations, actions, rewards.squeeze(1), next_observations, terminals.squeeze(1))
+        return TransitionBatch(
+            observations, actions, rewards.squeeze(1), next_observations, terminals.squeeze(1), indices
+        )
 
     def normalize_observations(self, mean: torch.Tensor, std: torch.Tensor) -> None:
         """Replace stored observations and next observations by `(x − mean) / std`, in place."""

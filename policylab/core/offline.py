@@ -62,6 +62,15 @@ class OfflineAgent(Agent):
         """Compute dataset-derived state and return the buffer `fit` samples from (called once per `fit`)."""
         return ReplayBuffer.from_dataset(dataset, device=self.device, seed=self.config.seed)
 
+    def setup_training(self, steps: int) -> None:
+        """Set up what depends on the run's length (learning-rate schedules), before `fit` restores a checkpoint."""
+
+    def normalize_states(self, dataset: OfflineDataset, buffer: ReplayBuffer) -> None:
+        """Record the dataset's state statistics (std + 1e-3) in `self.normalizer`, which the policy applies to
+        its inputs, and z-score the buffer's states with them."""
+        self.normalizer.set_statistics(*dataset.state_statistics(eps=1e-3))
+        buffer.normalize_observations(self.normalizer.mean, self.normalizer.std)
+
     def update(self, batch: TransitionBatch) -> dict[str, torch.Tensor]:
         """One training step of the method on a batch; returns its metrics as detached tensors."""
         raise NotImplementedError
@@ -90,6 +99,7 @@ class OfflineAgent(Agent):
         eval_env = eval_env or dataset.env_id
         checkpoint_every = checkpoint_every or eval_every
         buffer = self.prepare(dataset)
+        self.setup_training(steps)
         batch_size = getattr(self.config, "batch_size", 256)
         run = RunDirectory(run_dir) if run_dir is not None else None
         logger = MetricLogger(run.path) if run is not None else None

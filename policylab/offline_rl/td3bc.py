@@ -78,15 +78,18 @@ class TD3BC(OfflineAgent):
         freeze([self.actor_target, self.critic_target])
         self.actor_optimizer = adam(self.actor.parameters(), lr=cfg.actor_lr)
         self.critic_optimizer = adam(self.critic.parameters(), lr=cfg.critic_lr)
+        self.alpha = cfg.alpha
 
     def prepare(self, dataset: OfflineDataset) -> ReplayBuffer:
         """Record the dataset's state statistics and normalise the buffer's states with them."""
         buffer = super().prepare(dataset)
         if self.config.normalize_observations:
-            mean, std = dataset.state_statistics(eps=1e-3)
-            self.normalizer.set_statistics(mean, std)
-            buffer.normalize_observations(self.normalizer.mean, self.normalizer.std)
+            self.normalize_states(dataset, buffer)
         return buffer
+
+    def behaviour_loss(self, policy_actions: torch.Tensor, batch: TransitionBatch) -> torch.Tensor:
+        """The actor's regulariser: the squared distance of π(s) to the batch's own actions."""
+        return F.mse_loss(policy_actions, batch.actions)
 
     def _policy(self, observations: torch.Tensor, deterministic: bool) -> torch.Tensor:
         return self.actor(self.normalizer(observations))
@@ -94,7 +97,7 @@ class TD3BC(OfflineAgent):
     def update(self, batch: TransitionBatch) -> dict[str, torch.Tensor]:
         """One critic step, and every `policy_delay` steps an actor step and a target update."""
         cfg = self.config
-        observations, actions, rewards, next_observations, terminals = batch
+        observations, actions, rewards, next_observations, terminals, _ = batch
         scale = self.actor.scaler.scale
         with torch.no_grad():
             noise = (torch.randn_like(actions) * cfg.policy_noise).clamp(-cfg.noise_clip, cfg.noise_clip) * scale
@@ -116,8 +119,8 @@ class TD3BC(OfflineAgent):
             self.critic.requires_grad_(False)  # the actor step needs dQ/da only, not critic weight gradients
             q_policy = self.critic(observations, policy_actions, member=0)
             self.critic.requires_grad_(True)
-            lmbda = cfg.alpha / q_policy.abs().mean().detach()
-            bc_loss = F.mse_loss(policy_actions, actions)
+            lmbda = self.alpha / q_policy.abs().mean().detach()
+            bc_loss = self.behaviour_loss(policy_actions, batch)
             actor_loss = -lmbda * q_policy.mean() + bc_loss
             self.actor_optimizer.zero_grad(set_to_none=True)
             actor_loss.backward()

@@ -130,7 +130,7 @@ class SAC(OnlineAgent):
     def update(self, batch: TransitionBatch) -> dict[str, torch.Tensor]:
         """One gradient step of α, the twin critics and the actor, then the target critics."""
         cfg = self.config
-        observations, actions, rewards, next_observations, terminals = batch
+        observations, actions, rewards, next_observations, terminals, _ = batch
 
         policy_actions, log_probs = self.actor(observations)
         if cfg.autotune_entropy:

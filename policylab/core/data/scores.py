@@ -35,7 +35,7 @@ class UnknownTaskError(ValueError):
     """A task or dataset id with no known D4RL reference returns."""
 
 
-def _task_name(task_or_id: str) -> str:
+def task_family(task_or_id: str) -> str:
     """Reduces "d4rl/hopper-medium-v2", "gen/...", "Hopper-v5" or "maze2d-large-v1" to a task key."""
     name = task_or_id.strip().lower()
     for prefix in DATASET_PREFIXES:
@@ -48,7 +48,7 @@ def _task_name(task_or_id: str) -> str:
 
 def reference_returns(task_or_id: str) -> tuple[float, float] | None:
     """D4RL's (min, max) reference returns for a task or dataset id, or None when there are none."""
-    return REFERENCE_RETURNS.get(_task_name(task_or_id))
+    return REFERENCE_RETURNS.get(task_family(task_or_id))
 
 
 def normalized_score(task_or_id: str, returns: float | np.ndarray) -> float | np.ndarray:
@@ -69,4 +69,4 @@ def env_id_for_dataset(dataset_id: str) -> str | None:
     """The Gymnasium task for a "d4rl/..." or "gen/..." locomotion dataset id, e.g. "Hopper-v5"; else None."""
     if not dataset_id.startswith(DATASET_PREFIXES):
         return None
-    return GYMNASIUM_ENV_IDS.get(_task_name(dataset_id))
+    return GYMNASIUM_ENV_IDS.get(task_family(dataset_id))
