@@ -80,7 +80,8 @@ class DatasetNeighbourSearch:
         self.keys = torch.cat([self.beta * states, actions], dim=1).float().contiguous()
         self.actions = actions.float().contiguous()
         candidates, squared_distances = state_neighbours(states.cpu().numpy(), num_candidates, cache=cache)
-        self.candidates = torch.as_tensor(candidates, device=self.device)
+        index_type = torch.int32 if len(candidates) < 2**31 else torch.int64  # half the memory for < 2³¹ rows
+        self.candidates = torch.as_tensor(candidates, dtype=index_type, device=self.device)
         # The state part of a query's distance to each candidate, β²‖s_j − s_c‖², is fixed: only the action part
         # is computed per query. Points outside a state's list are at least its last entry away.
         self.state_distances = torch.as_tensor(self.beta**2 * squared_distances, device=self.device)
@@ -98,7 +99,7 @@ class DatasetNeighbourSearch:
             (candidate_actions - actions.unsqueeze(1)).pow(2).sum(-1)
         )
         best_distance, best = distances.min(dim=1)
-        nearest = candidates.gather(1, best.unsqueeze(1)).squeeze(1)
+        nearest = candidates.gather(1, best.unsqueeze(1)).squeeze(1).long()
         unsettled = torch.nonzero(best_distance > self.bounds[state_indices]).squeeze(1)
         self.queries += len(state_indices)
         if len(unsettled):
