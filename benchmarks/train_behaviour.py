@@ -38,9 +38,9 @@ class Settings:
     stage: Literal["train", "select", "all"] = "all"
     """train (resumable), select and ship the behaviour actors, or both"""
     steps: int = 500_000
-    """SAC env steps per task (D4RL's experts trained for 1M; 500k fits this project's 2-core machines, where the
-    three tasks take about 7 hours side by side, and SAC has no schedule tied to the total, so a run continued
-    to 1M with --steps 1000000 matches one started that way)"""
+    """SAC env steps per task (D4RL's experts trained for 1M; on a 2-core machine the three tasks side by side
+    take about 2.5 hours for 500k. SAC has no schedule tied to the total, so a run continued to 1M with
+    --steps 1000000 matches one started that way)"""
     snapshot_every: int = 10_000
     """env steps between saved actor snapshots"""
     select_episodes: int = 10
