@@ -85,22 +85,22 @@ class ReplayBuffer:
         terminals: np.ndarray | torch.Tensor,
     ) -> None:
         """Append a batch of transitions (leading dimension = number of transitions, e.g. envs)."""
-        rows = torch.cat(
-            [
-                self._as_columns(observations, self.observation_dim),
-                self._as_columns(actions, self.action_dim),
-                self._as_columns(rewards, 1),
-                self._as_columns(next_observations, self.observation_dim),
-                self._as_columns(terminals, 1),
-            ],
-            dim=1,
-        )
-        count = rows.shape[0]
+        columns = [
+            self._as_columns(observations, self.observation_dim),
+            self._as_columns(actions, self.action_dim),
+            self._as_columns(rewards, 1),
+            self._as_columns(next_observations, self.observation_dim),
+            self._as_columns(terminals, 1),
+        ]
+        count = columns[0].shape[0]
         self.total_added += count
-        if count > self.capacity:  # only the newest `capacity` rows survive a ring write anyway
-            rows, count = rows[-self.capacity :], self.capacity
-        indices = (self.position + torch.arange(count, device=self.device)) % self.capacity
-        self.storage[indices] = rows
+        if count <= self.capacity - self.position:  # no wrap-around: write the rows in place
+            torch.cat(columns, dim=1, out=self.storage[self.position : self.position + count])
+        else:
+            rows = torch.cat(columns, dim=1)
+            if count > self.capacity:  # only the newest `capacity` rows survive a ring write anyway
+                rows, count = rows[-self.capacity :], self.capacity
+            self.storage[(self.position + torch.arange(count, device=self.device)) % self.capacity] = rows
         self.position = (self.position + count) % self.capacity
         self.size = min(self.size + count, self.capacity)
 
