@@ -7,8 +7,8 @@ state, and that makes an exact search cheap:
 - once, for every dataset state j, the `num_candidates` nearest dataset states (in state space, j itself
   among them) and their squared distances are found with a KD-tree over the states; r_j is the last one's;
 - per query, d² is computed to those candidates only, and only its action part is new work; every other
-  pair i has ‖s_j − s_i‖ ≥ r_j, hence
-  d² ≥ β²r_j², so when the best candidate has d*² ≤ β²r_j² it is the exact nearest neighbour;
+  pair i has ‖s_j − s_i‖ ≥ r_j, hence d² ≥ β²r_j², so when the best candidate has d*² ≤ β²r_j² it is the
+  exact nearest neighbour (ties aside);
 - the queries where the bound does not settle it (a policy action far from the actions of nearby states)
   are answered by a full search: a KD-tree over all keys bounded by the candidate distance on the CPU,
   a chunked brute force on a GPU.
