@@ -91,11 +91,15 @@ def save_snapshot(agent: SAC, run_dir: Path) -> None:
 def select(task: str, settings: Settings) -> None:
     """Choose random, medium, expert and the replay series of `task`, evaluate them and write them out."""
     paths = sorted((settings.work_dir / task / "snapshots").glob("actor-*.pt"))
-    snapshots = {int(path.stem.removeprefix("actor-")): torch.load(path, weights_only=True) for path in paths}
-    if max(snapshots, default=0) != settings.steps:
+    steps = [int(path.stem.removeprefix("actor-")) for path in paths]
+    if settings.steps not in steps:
         raise RuntimeError(
-            f"{task} has not finished training: its last snapshot is at {max(snapshots, default=0)} steps"
+            f"{task} has not reached {settings.steps} steps: its last snapshot is at {max(steps, default=0)}"
         )
+    # A run continued past `steps` (towards a larger budget) leaves later snapshots: they are not this budget's.
+    snapshots = {
+        step: torch.load(path, weights_only=True) for step, path in zip(steps, paths) if step <= settings.steps
+    }
     actor, seed = make_actor(task), settings.seed + 100
 
     def stochastic_return(step: int, episodes: int) -> tuple[float, float]:
