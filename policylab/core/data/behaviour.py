@@ -14,6 +14,7 @@ medium dataset followed by the expert one.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import json
@@ -97,10 +98,24 @@ def save_behaviour(task: str, weights: dict[str, Any], card: dict[str, Any], dir
     with atomic_path(behaviour_file(task, directory)) as temporary:
         torch.save(weights, temporary)
     cards_path = directory / CARDS_FILE
-    cards = json.loads(cards_path.read_text()) if cards_path.exists() else {}
-    cards[task] = card
-    with atomic_path(cards_path) as temporary:
-        temporary.write_text(json.dumps(cards, indent=1) + "\n")
+    with _locked(directory / f".{CARDS_FILE}.lock"):  # tasks selected side by side each add their card
+        cards = json.loads(cards_path.read_text()) if cards_path.exists() else {}
+        cards[task] = card
+        with atomic_path(cards_path) as temporary:
+            temporary.write_text(json.dumps(cards, indent=1) + "\n")
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    """An exclusive lock on `path` between processes (where the OS has `fcntl`; elsewhere none)."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        yield
+        return
+    with open(path, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        yield
 
 
 def behaviour_tasks(directory: Path | None = None) -> list[str]:
