@@ -99,7 +99,7 @@ def save_behaviour(task: str, weights: dict[str, Any], card: dict[str, Any], dir
         torch.save(weights, temporary)
     cards_path = directory / CARDS_FILE
     with _locked(directory / f".{CARDS_FILE}.lock"):  # tasks selected side by side each add their card
-        cards = json.loads(cards_path.read_text()) if cards_path.exists() else {}
+        cards = _read_cards(directory)
         cards[task] = card
         with atomic_path(cards_path) as temporary:
             temporary.write_text(json.dumps(cards, indent=1) + "\n")
@@ -118,22 +118,26 @@ def _locked(path: Path):
         yield
 
 
+def _read_cards(directory: Path | None = None) -> dict[str, Any]:
+    """Every task's card in the directory's behaviour.json (none if it has no such file)."""
+    cards_path = behaviour_dir(directory) / CARDS_FILE
+    return json.loads(cards_path.read_text()) if cards_path.exists() else {}
+
+
 def behaviour_tasks(directory: Path | None = None) -> list[str]:
     """Tasks whose behaviour policies are in `directory`."""
-    cards_path = behaviour_dir(directory) / CARDS_FILE
-    cards = json.loads(cards_path.read_text()) if cards_path.exists() else {}
-    return [task for task in cards if behaviour_file(task, directory).exists()]
+    return [task for task in _read_cards(directory) if behaviour_file(task, directory).exists()]
 
 
 def load_behaviour(task: str, directory: Path | None = None) -> BehaviourPolicies:
     """The shipped actors and card of `task`."""
-    if task not in behaviour_tasks(directory):
-        shipped = ", ".join(behaviour_tasks(directory)) or "none"
+    shipped = behaviour_tasks(directory)
+    if task not in shipped:
         raise FileNotFoundError(
-            f"no behaviour policies for {task} in {behaviour_dir(directory)} (it has: {shipped}); "
+            f"no behaviour policies for {task} in {behaviour_dir(directory)} (it has: {', '.join(shipped) or 'none'}); "
             f"train them with `python benchmarks/train_behaviour.py --tasks {task}`"
         )
-    card = json.loads((behaviour_dir(directory) / CARDS_FILE).read_text())[task]
+    card = _read_cards(directory)[task]
     weights = torch.load(behaviour_file(task, directory), weights_only=True)
     template = make_actor(task)
 
