@@ -72,13 +72,19 @@ class TD3BC(OfflineAgent):
         self.actor = DeterministicActor(observation_dim, action_space.low, action_space.high, cfg.hidden_sizes).to(
             device
         )
-        self.critic = EnsembleCritic(observation_dim, action_dim, cfg.hidden_sizes, num_critics=2).to(device)
+        self.critic = EnsembleCritic(observation_dim, action_dim, self.critic_hidden_sizes, num_critics=2).to(device)
         self.actor_target = copy.deepcopy(self.actor)
         self.critic_target = copy.deepcopy(self.critic)
         freeze([self.actor_target, self.critic_target])
         self.actor_optimizer = adam(self.actor.parameters(), lr=cfg.actor_lr)
         self.critic_optimizer = adam(self.critic.parameters(), lr=cfg.critic_lr)
         self.alpha = cfg.alpha
+        self.discount = cfg.discount
+
+    @property
+    def critic_hidden_sizes(self) -> tuple[int, ...]:
+        """Hidden layer widths of the twin critics: TD3+BC's are the actor's."""
+        return self.config.hidden_sizes
 
     def prepare(self, dataset: OfflineDataset) -> ReplayBuffer:
         """Record the dataset's state statistics and normalise the buffer's states with them."""
@@ -94,38 +100,48 @@ class TD3BC(OfflineAgent):
     def _policy(self, observations: torch.Tensor, deterministic: bool) -> torch.Tensor:
         return self.actor(self.normalizer(observations))
 
-    def update(self, batch: TransitionBatch) -> dict[str, torch.Tensor]:
-        """One critic step, and every `policy_delay` steps an actor step and a target update."""
+    def critic_targets(self, batch: TransitionBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """TD3's smoothed target actions ã' = π̄(s') + clipped noise, and the TD targets r + γ·(1 − d)·min Q̄(s', ã')."""
         cfg = self.config
-        observations, actions, rewards, next_observations, terminals, _ = batch
         scale = self.actor.scaler.scale
         with torch.no_grad():
-            noise = (torch.randn_like(actions) * cfg.policy_noise).clamp(-cfg.noise_clip, cfg.noise_clip) * scale
+            noise = (torch.randn_like(batch.actions) * cfg.policy_noise).clamp(-cfg.noise_clip, cfg.noise_clip) * scale
             low, high = self.actor.scaler.bias - scale, self.actor.scaler.bias + scale
-            next_actions = torch.clamp(self.actor_target(next_observations) + noise, low, high)
-            next_q = self.critic_target(next_observations, next_actions).min(dim=0).values
-            target_q = rewards + cfg.discount * (1.0 - terminals) * next_q
+            next_actions = torch.clamp(self.actor_target(batch.next_observations) + noise, low, high)
+            next_q = self.critic_target(batch.next_observations, next_actions).min(dim=0).values
+            target_q = batch.rewards + self.discount * (1.0 - batch.terminals) * next_q
+        return next_actions, target_q
 
-        q_values = self.critic(observations, actions)
-        critic_loss = (q_values - target_q).pow(2).mean(dim=1).sum()  # MSE(Q1, y) + MSE(Q2, y)
+    def critic_step(self, batch: TransitionBatch, target_q: torch.Tensor) -> dict[str, torch.Tensor]:
+        """One step of both critics on MSE(Q1, y) + MSE(Q2, y); counts the update."""
+        q_values = self.critic(batch.observations, batch.actions)
+        critic_loss = (q_values - target_q).pow(2).mean(dim=1).sum()
         self.critic_optimizer.zero_grad(set_to_none=True)
         critic_loss.backward()
         self.critic_optimizer.step()
         self.num_updates += 1
-        metrics = {"train/critic_loss": critic_loss.detach(), "train/q_mean": q_values.detach().mean()}
+        return {"train/critic_loss": critic_loss.detach(), "train/q_mean": q_values.detach().mean()}
 
-        if self.num_updates % cfg.policy_delay == 0:
-            policy_actions = self.actor(observations)
-            self.critic.requires_grad_(False)  # the actor step needs dQ/da only, not critic weight gradients
-            q_policy = self.critic(observations, policy_actions, member=0)
-            self.critic.requires_grad_(True)
-            lmbda = self.alpha / q_policy.abs().mean().detach()
-            bc_loss = self.behaviour_loss(policy_actions, batch)
-            actor_loss = -lmbda * q_policy.mean() + bc_loss
-            self.actor_optimizer.zero_grad(set_to_none=True)
-            actor_loss.backward()
-            self.actor_optimizer.step()
-            polyak_update(self.actor_target, self.actor, cfg.tau)
-            polyak_update(self.critic_target, self.critic, cfg.tau)
-            metrics.update({"train/actor_loss": actor_loss.detach(), "train/bc_loss": bc_loss.detach()})
+    def actor_step(self, batch: TransitionBatch) -> dict[str, torch.Tensor]:
+        """One actor step on −λ·mean Q1(s, π(s)) + `behaviour_loss`, then the Polyak update of both targets."""
+        policy_actions = self.actor(batch.observations)
+        self.critic.requires_grad_(False)  # the actor step needs dQ/da only, not critic weight gradients
+        q_policy = self.critic(batch.observations, policy_actions, member=0)
+        self.critic.requires_grad_(True)
+        lmbda = self.alpha / q_policy.abs().mean().detach()
+        bc_loss = self.behaviour_loss(policy_actions, batch)
+        actor_loss = -lmbda * q_policy.mean() + bc_loss
+        self.actor_optimizer.zero_grad(set_to_none=True)
+        actor_loss.backward()
+        self.actor_optimizer.step()
+        polyak_update(self.actor_target, self.actor, self.config.tau)
+        polyak_update(self.critic_target, self.critic, self.config.tau)
+        return {"train/actor_loss": actor_loss.detach(), "train/bc_loss": bc_loss.detach()}
+
+    def update(self, batch: TransitionBatch) -> dict[str, torch.Tensor]:
+        """One critic step, and every `policy_delay` steps an actor step and a target update."""
+        _, target_q = self.critic_targets(batch)
+        metrics = self.critic_step(batch, target_q)
+        if self.num_updates % self.config.policy_delay == 0:
+            metrics.update(self.actor_step(batch))
         return metrics

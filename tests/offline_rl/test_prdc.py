@@ -4,16 +4,15 @@ learns from a scripted expert's data."""
 import copy
 import json
 
-import numpy as np
 import pytest
 import torch
 from torch.nn import functional as F
 
 from policylab.cli import main
 from policylab.core.data.generate import make_pendulum_scripted
-from policylab.core.evaluation import evaluate
 from policylab.offline_rl import PRDC, PRDCConfig
 from tests.conftest import make_random_dataset
+from tests.offline_rl.conftest import assert_beats_random_pendulum
 
 
 @pytest.fixture(autouse=True)
@@ -62,11 +61,7 @@ def test_prdc_learns_pendulum_from_scripted_expert_data():
     dataset = make_pendulum_scripted(episodes=30, seed=0)
     agent = PRDC.from_dataset(dataset, PRDCConfig(seed=0, hidden_sizes=(64, 64), beta=10.0))
     agent.fit(dataset, steps=4000, eval_env=None, progress=False)
-    trained = evaluate(agent, "Pendulum-v1", episodes=10, seed=100)
-    rng = np.random.default_rng(0)
-    random_policy = evaluate(lambda obs: rng.uniform(-2, 2, (len(obs), 1)), "Pendulum-v1", episodes=10, seed=100)
-    assert random_policy.return_mean < -900
-    assert trained.return_mean > random_policy.return_mean + 600, (trained.return_mean, random_policy.return_mean)
+    assert_beats_random_pendulum(agent)
 
 
 def test_cli_trains_prdc(tmp_path, capsys):

@@ -2,13 +2,12 @@
 
 import copy
 
-import numpy as np
 import torch
 from torch.nn import functional as F
 
 from policylab.core.data.generate import make_pendulum_scripted
-from policylab.core.evaluation import evaluate
 from policylab.offline_rl import TD3BC, TD3BCConfig
+from tests.offline_rl.conftest import assert_beats_random_pendulum
 
 
 def test_update_matches_hand_written_td3bc_losses(random_dataset):
@@ -47,11 +46,4 @@ def test_td3bc_learns_pendulum_from_scripted_expert_data():
     dataset = make_pendulum_scripted(episodes=30, seed=0)
     agent = TD3BC.from_dataset(dataset, TD3BCConfig(seed=0, hidden_sizes=(64, 64), device="cpu"))
     agent.fit(dataset, steps=2000, eval_env=None, progress=False)
-    trained = evaluate(agent, "Pendulum-v1", episodes=10, seed=100)
-    rng = np.random.default_rng(0)
-    random_policy = evaluate(lambda obs: rng.uniform(-2, 2, (len(obs), 1)), "Pendulum-v1", episodes=10, seed=100)
-    assert random_policy.return_mean < -900
-    assert trained.return_mean > random_policy.return_mean + 600, (
-        trained.return_mean,
-        random_policy.return_mean,
-    )
+    assert_beats_random_pendulum(agent)

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 
 from policylab.core.data.dataset import TRANSITION_KEYS, OfflineDataset
-from policylab.core.data.scores import GYMNASIUM_ENV_IDS, reference_returns
+from policylab.core.data.scores import DATASET_KINDS, GYMNASIUM_ENV_IDS, reference_returns
 from policylab.core.envs import make_vec_env
 from policylab.core.evaluation import evaluate
 from policylab.core.files import atomic_path
@@ -36,7 +36,6 @@ from policylab.core.nets import TanhGaussianActor
 
 BEHAVIOUR_DIR = Path(__file__).resolve().parents[2] / "data" / "behaviour"  # the shipped policies
 CARDS_FILE = "behaviour.json"
-DATASET_KINDS = ("random", "medium", "medium-replay", "expert", "medium-expert")
 POLICY_KINDS = ("random", "medium", "expert")
 DEFAULT_SIZE = 1_000_000
 ROLLOUT_ENVS = 100

@@ -1,6 +1,9 @@
-"""D4RL reference returns, normalised scores, and the Gymnasium task behind a dataset id."""
+"""D4RL reference returns, normalised scores, and the Gymnasium task and dataset kind behind a dataset id."""
 
 from __future__ import annotations
+
+import re
+from pathlib import PurePosixPath
 
 import numpy as np
 
@@ -30,6 +33,11 @@ GYMNASIUM_ENV_IDS: dict[str, str] = {
 
 DATASET_PREFIXES = ("d4rl/", "gen/")
 
+# D4RL's kinds of locomotion dataset, which the `gen/` datasets copy.
+DATASET_KINDS = ("random", "medium", "medium-replay", "expert", "medium-expert")
+# A kind as a whole "-"-separated word of a name; longer kinds first, so "medium-replay" is not read as "medium".
+_KIND_IN_NAME = re.compile(rf"(?:^|-)(?P<kind>{'|'.join(sorted(DATASET_KINDS, key=len, reverse=True))})(?=-|\.|$)")
+
 
 class UnknownTaskError(ValueError):
     """A task or dataset id with no known D4RL reference returns."""
@@ -44,6 +52,17 @@ def task_family(task_or_id: str) -> str:
     if parts[0] == "maze2d" and len(parts) > 1:
         return f"maze2d-{parts[1]}-dense" if "dense" in parts else f"maze2d-{parts[1]}"
     return parts[0]
+
+
+def dataset_kind(dataset_id_or_path: str) -> str | None:
+    """The kind of dataset (one of `DATASET_KINDS`) an id or file name names, or None: "gen/hopper-medium-v0-200k"
+    is "medium", "d4rl/walker2d-medium-replay-v2" and ".../walker2d_medium_replay-v2.hdf5" are "medium-replay".
+    Maze ids have none: the "medium" of "antmaze-medium-play-v2" or "maze2d-medium-v1" is the maze's size."""
+    name = PurePosixPath(dataset_id_or_path.strip().lower()).name.replace("_", "-")
+    if "maze" in task_family(name):
+        return None
+    match = _KIND_IN_NAME.search(name)
+    return match["kind"] if match else None
 
 
 def reference_returns(task_or_id: str) -> tuple[float, float] | None:

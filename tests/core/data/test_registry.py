@@ -13,6 +13,7 @@ from policylab.core.data import (
     normalized_score,
     reference_returns,
 )
+from policylab.core.data.scores import dataset_kind
 
 HOPPER_MIN, HOPPER_MAX = -20.272305, 3234.3
 
@@ -198,3 +199,25 @@ def test_unknown_task_lists_the_known_ones():
 )
 def test_env_id_for_dataset(dataset_id, env_id):
     assert env_id_for_dataset(dataset_id) == env_id
+
+
+@pytest.mark.parametrize(
+    ("dataset_id", "expected"),
+    [
+        ("gen/hopper-medium-v0", "medium"),
+        ("gen/hopper-medium-replay-v0-200k", "medium-replay"),
+        ("walker2d-random-v0-seed3", "random"),
+        ("hopper-medium-v2", "medium"),
+        ("d4rl/halfcheetah-medium-expert-v2", "medium-expert"),
+        ("d4rl/walker2d-expert-v2", "expert"),
+        ("/data/d4rl/walker2d_medium_replay-v2.hdf5", "medium-replay"),
+        ("minari/mujoco/hopper/medium-v0", "medium"),
+        ("hopper-full-replay-v2", None),
+        ("gen/pendulum-scripted-v0", None),
+        ("Hopper-v5", None),
+        ("antmaze-medium-play-v2", None),  # a maze's size, not a kind of data
+        ("maze2d-medium-v1", None),
+    ],
+)
+def test_dataset_kind_by_id_or_path(dataset_id, expected):
+    assert dataset_kind(dataset_id) == expected
