@@ -153,6 +153,22 @@ def load_behaviour(task: str, directory: Path | None = None) -> BehaviourPolicie
     )
 
 
+def made_from_other_policies(dataset: OfflineDataset, directory: Path | None = None) -> bool:
+    """Whether a behaviour dataset's card names other policies (trainer, snapshot steps) than the installed ones,
+    as a cached file made before the behaviour policies were retrained does."""
+    spec = parse_dataset_name((dataset.dataset_id or "").removeprefix("gen/"))
+    card = _read_cards(directory).get(spec.task) if spec is not None else None
+    if card is None:
+        return False
+    metadata = dataset.metadata
+    kinds = [key.split("/")[1] for key in metadata if key.startswith("policies/") and key.endswith("/step")]
+    steps_differ = any(metadata[f"policies/{kind}/step"] != card["policies"][kind]["step"] for kind in kinds)
+    replay_differs = "replay_steps" in metadata and list(metadata["replay_steps"]) != card["replay_steps"]
+    trainer = metadata.get("trainer")
+    trainer = trainer.decode() if isinstance(trainer, bytes) else trainer  # HDF5 gives strings back as bytes
+    return trainer != card["trainer"] or steps_differ or replay_differs
+
+
 ROLLOUT_COLUMNS = (*TRANSITION_KEYS, "qpos", "qvel", "action_log_probs")  # the order `rollout` collects them in
 
 

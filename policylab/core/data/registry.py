@@ -104,7 +104,8 @@ def _missing_file_message(dataset_id: str, path: Path) -> str:
 
 def load_dataset(dataset_id_or_path: str | os.PathLike) -> OfflineDataset:
     """Loads a dataset by id ("d4rl/...", "gen/...", "minari/...") or from an .hdf5/.h5 path; a `gen/` dataset
-    missing from the cache is made first (saying so on stderr)."""
+    missing from the cache, or made from other behaviour policies than the installed ones, is made first (saying
+    so on stderr)."""
     name = os.fspath(dataset_id_or_path)
     if _is_file_path(name):
         return load_hdf5(Path(name).expanduser())
@@ -119,4 +120,17 @@ def load_dataset(dataset_id_or_path: str | os.PathLike) -> OfflineDataset:
             path = make_dataset(name)
     if not path.is_file():
         raise DatasetNotFoundError(_missing_file_message(name, path))
-    return load_hdf5(path, dataset_id=name)
+    dataset = load_hdf5(path, dataset_id=name)
+    if name.startswith(GENERATED_PREFIX):
+        from policylab.core.data.behaviour import made_from_other_policies
+        from policylab.core.data.generate import make_dataset
+
+        if made_from_other_policies(dataset):
+            print(
+                f"{name} in the cache ({path}) was made from other behaviour policies than the installed ones: "
+                "making it again",
+                file=sys.stderr,
+                flush=True,
+            )
+            dataset = load_hdf5(make_dataset(name, overwrite=True), dataset_id=name)
+    return dataset

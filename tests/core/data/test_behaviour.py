@@ -134,6 +134,25 @@ def test_make_dataset_writes_d4rl_layout_and_load_dataset_makes_missing_ones(beh
     assert "gen/hopper-random-v0-200 is not in the cache" in capsys.readouterr().err
 
 
+def test_load_dataset_remakes_a_file_made_from_other_policies(behaviour_dir, capsys):
+    first = load_dataset("gen/hopper-medium-v0-500")
+    capsys.readouterr()
+    assert load_dataset("gen/hopper-medium-v0-500").metadata["policies/medium/step"] == 10000
+    assert capsys.readouterr().err == ""  # made from the installed policies: read as it is
+    # The policies are retrained: medium is now another snapshot, with other weights.
+    behaviour = load_behaviour(TASK)
+    card = behaviour.card | {"policies": behaviour.card["policies"] | {"medium": {"step": 15000}}}
+    card["policies"]["medium"] |= dict(zip(("return_mean", "return_std"), (1.0, 0.0)))
+    torch.manual_seed(99)
+    weights = {kind: actor.state_dict() for kind, actor in behaviour.actors.items()}
+    weights |= {"medium": make_actor(TASK).state_dict(), "replay": [actor.state_dict() for actor in behaviour.replay]}
+    save_behaviour(TASK, weights, card, behaviour_dir)
+    remade = load_dataset("gen/hopper-medium-v0-500")
+    assert "made from other behaviour policies than the installed ones" in capsys.readouterr().err
+    assert remade.metadata["policies/medium/step"] == 15000
+    assert not np.array_equal(remade.actions, first.actions)
+
+
 def test_dataset_names_and_options():
     assert parse_dataset_name("gen/hopper-medium-replay-v0").kind == "medium-replay"
     assert parse_dataset_name("walker2d-medium-expert-v0-100000-seed2").name == "walker2d-medium-expert-v0-100k-seed2"
