@@ -252,6 +252,44 @@ class DeterministicActor(nn.Module):
         return self.scaler(self.net(observations))
 
 
+class GaussianActor(nn.Module):
+    """A Gaussian policy for weighted behaviour cloning (IQL, O-DICE): an MLP mean in the action's units and a
+    state-independent log-std per action dimension, clamped to `log_std_bounds`. With `squash_mean` the mean is a
+    tanh scaled to the action bounds, else the MLP's output scaled the same way but unbounded. Calling the module
+    returns the mean."""
+
+    def __init__(
+        self,
+        observation_dim: int,
+        action_low: torch.Tensor | Sequence[float],
+        action_high: torch.Tensor | Sequence[float],
+        hidden_sizes: Sequence[int] = (256, 256),
+        log_std_bounds: tuple[float, float] = (-5.0, 2.0),
+        squash_mean: bool = True,
+    ) -> None:
+        super().__init__()
+        self.scaler = ActionScaler(action_low, action_high)
+        action_dim = self.scaler.scale.numel()
+        self.net = mlp(observation_dim, action_dim, hidden_sizes, output_activation=nn.Tanh if squash_mean else None)
+        self.log_std = nn.Parameter(torch.zeros(action_dim))
+        self.log_std_bounds = log_std_bounds
+
+    def forward(self, observations: torch.Tensor) -> torch.Tensor:
+        return self.scaler(self.net(observations))
+
+    def log_prob(self, observations: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
+        """Log-density `[batch]` of the given actions."""
+        return gaussian_log_prob(actions, self(observations), self.log_std.clamp(*self.log_std_bounds))
+
+    def act(self, observations: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        """The mean clipped to the action bounds, or a sample from the Gaussian (not clipped)."""
+        mean = self(observations)
+        if deterministic:
+            scale, bias = self.scaler.scale, self.scaler.bias
+            return torch.clamp(mean, bias - scale, bias + scale)
+        return torch.addcmul(mean, self.log_std.clamp(*self.log_std_bounds).exp(), torch.randn_like(mean))
+
+
 class TanhGaussianActor(nn.Module):
     """SAC-style policy: a Gaussian squashed by tanh and scaled to the action bounds."""
 

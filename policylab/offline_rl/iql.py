@@ -21,23 +21,20 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-from typing import Any
 
 import gymnasium as gym
 import torch
-from torch import nn
 from torch.optim.lr_scheduler import CosineAnnealingLR
 
 from policylab.core.agent import AgentConfig, register_agent
 from policylab.core.buffers import ReplayBuffer, TransitionBatch
 from policylab.core.data import OfflineDataset
 from policylab.core.nets import (
-    DeterministicActor,
     EnsembleCritic,
+    GaussianActor,
     ObservationNormalizer,
     adam,
     freeze,
-    gaussian_log_prob,
     mlp,
     polyak_update,
 )
@@ -101,27 +98,6 @@ def reward_scale_from_returns(dataset: OfflineDataset) -> float:
     return 1000.0 / spread
 
 
-class GaussianActor(DeterministicActor):
-    """CORL's IQL policy: a Gaussian whose mean is `DeterministicActor`'s (a tanh MLP scaled to the action bounds,
-    and what calling the module returns) and whose log-std is a state-independent parameter per action dimension,
-    clamped to `LOG_STD_BOUNDS`. Built with `DeterministicActor`'s arguments."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.log_std = nn.Parameter(torch.zeros(self.scaler.scale.numel()))
-
-    def log_prob(self, observations: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
-        """Log-density `[batch]` of the given actions."""
-        return gaussian_log_prob(actions, self(observations), self.log_std.clamp(*LOG_STD_BOUNDS))
-
-    def act(self, observations: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
-        """The mean, or a sample from the Gaussian (not clipped to the bounds)."""
-        mean = self(observations)
-        if deterministic:
-            return mean
-        return torch.addcmul(mean, self.log_std.clamp(*LOG_STD_BOUNDS).exp(), torch.randn_like(mean))
-
-
 @register_agent("iql")
 class IQL(OfflineAgent):
     """Implicit Q-Learning on an offline dataset."""
@@ -134,7 +110,9 @@ class IQL(OfflineAgent):
         cfg, device = self.config, self.device
         observation_dim, action_dim = observation_space.shape[0], action_space.shape[0]
         self.normalizer = ObservationNormalizer(observation_dim).to(device)
-        self.actor = GaussianActor(observation_dim, action_space.low, action_space.high, cfg.hidden_sizes).to(device)
+        self.actor = GaussianActor(
+            observation_dim, action_space.low, action_space.high, cfg.hidden_sizes, log_std_bounds=LOG_STD_BOUNDS
+        ).to(device)
         self.critic = EnsembleCritic(observation_dim, action_dim, cfg.hidden_sizes, num_critics=2).to(device)
         self.value = mlp(observation_dim, 1, cfg.hidden_sizes).to(device)
         self.critic_target = copy.deepcopy(self.critic)

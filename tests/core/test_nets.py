@@ -1,6 +1,7 @@
-"""Shared networks: ensembles equal their members, tanh-Gaussian densities, VAE shapes, Polyak updates."""
+"""Shared networks: ensembles equal their members, Gaussian and tanh-Gaussian densities, VAE shapes, Polyak updates."""
 
 import copy
+import math
 
 import pytest
 import torch
@@ -10,6 +11,7 @@ from policylab.core.nets import (
     VAE,
     EnsembleCritic,
     EnsembleLinear,
+    GaussianActor,
     TanhGaussianActor,
     mlp,
     polyak_update,
@@ -65,6 +67,26 @@ def test_tanh_gaussian_log_prob_matches_change_of_variables():
     assert torch.allclose(log_std[:, 0], torch.tensor(-5.0)) and torch.allclose(log_std[:, 1], torch.tensor(2.0))
     deterministic, _ = actor(observations, deterministic=True)
     torch.testing.assert_close(deterministic, torch.tanh(mean) * torch.tensor([2.0, 1.0]))
+
+
+@pytest.mark.parametrize("squash_mean", [True, False])
+def test_gaussian_actor_density_bounds_and_clipped_mean(squash_mean):
+    torch.manual_seed(2)
+    bounds = {"action_low": [-2.0, -1.0], "action_high": [2.0, 1.0], "hidden_sizes": (16, 16)}
+    actor = GaussianActor(4, **bounds, log_std_bounds=(-5.0, 2.0), squash_mean=squash_mean)
+    observations, actions = torch.randn(6, 4), torch.randn(6, 2)
+    with torch.no_grad():
+        actor.log_std.copy_(torch.tensor([-9.0, 0.3]))  # the first is clamped to −5
+    expected = torch.distributions.Normal(actor(observations), torch.tensor([-5.0, 0.3]).exp())
+    torch.testing.assert_close(actor.log_prob(observations, actions), expected.log_prob(actions).sum(-1))
+    output_layer = [layer for layer in actor.net if isinstance(layer, nn.Linear)][-1]
+    with torch.no_grad():
+        output_layer.weight.zero_()
+        output_layer.bias.copy_(torch.tensor([3.0, -0.25]))
+    mean = torch.tensor([2.0 * math.tanh(3.0), -math.tanh(0.25)]) if squash_mean else torch.tensor([6.0, -0.25])
+    torch.testing.assert_close(actor(observations), mean.expand(6, 2))  # the raw output scaled to the bounds
+    clipped = torch.clamp(mean, torch.tensor([-2.0, -1.0]), torch.tensor([2.0, 1.0]))  # the unsquashed 6 becomes 2
+    torch.testing.assert_close(actor.act(observations, deterministic=True), clipped.expand(6, 2))
 
 
 def test_vae_reconstructs_in_bounds_and_kl_is_zero_at_the_prior():

@@ -19,7 +19,7 @@ from policylab.offline_rl import A2PR, A2PRConfig
 from policylab.offline_rl import a2pr as a2pr_module
 from policylab.offline_rl.a2pr import A2PRSettings, dataset_defaults, regularisation_targets, weighted_vae_losses
 from tests.conftest import make_random_dataset
-from tests.offline_rl.conftest import assert_beats_random_pendulum
+from tests.offline_rl.conftest import assert_beats_random_pendulum, killed_and_uninterrupted_runs
 
 SMALL = {"hidden_sizes": (16, 16), "critic_hidden_sizes": (16, 16), "vae_hidden_sizes": (16, 16), "device": "cpu"}
 
@@ -185,25 +185,13 @@ def test_a2pr_learns_pendulum_from_scripted_expert_data():
 
 
 def test_killed_run_resumes_to_the_same_parameters(random_dataset, tmp_path):
-    def fit(run: str, **loop) -> A2PR:
-        agent = A2PR.from_dataset(random_dataset, A2PRConfig(seed=7, batch_size=32, **SMALL))
-        agent.fit(random_dataset, steps=40, checkpoint_every=20, run_dir=tmp_path / run, progress=False, **loop)
-        return agent
-
-    def kill_at_30(step: int) -> None:
-        if step == 30:
-            raise KeyboardInterrupt
-
-    uninterrupted = fit("full")
-    with pytest.raises(KeyboardInterrupt):
-        fit("killed", callback=kill_at_30)
-    resumed = fit("killed", resume=True)
-
-    assert resumed.num_updates == uninterrupted.num_updates == 40
     names = ["actor", "critic", "actor_target", "critic_target", "value", "vae"]
-    for name in [*names, "actor_optimizer", "critic_optimizer", "value_optimizer", "vae_optimizer"]:
-        expected, actual = getattr(uninterrupted, name).state_dict(), getattr(resumed, name).state_dict()
-        torch.testing.assert_close(actual, expected, rtol=0, atol=0)
+    killed_and_uninterrupted_runs(
+        lambda: A2PR.from_dataset(random_dataset, A2PRConfig(seed=7, batch_size=32, **SMALL)),
+        random_dataset,
+        tmp_path,
+        [*names, "actor_optimizer", "critic_optimizer", "value_optimizer", "vae_optimizer"],
+    )
 
 
 def test_cli_trains_a2pr(tmp_path, monkeypatch, capsys):

@@ -15,6 +15,7 @@ from policylab.core.data.generate import make_pendulum_scripted
 from policylab.core.evaluation import evaluate
 from policylab.offline_rl import IQL, IQLConfig
 from policylab.offline_rl.iql import advantage_weights, expectile_loss, reward_scale_from_returns
+from tests.offline_rl.conftest import killed_and_uninterrupted_runs
 
 SMALL = {"hidden_sizes": (32, 32), "batch_size": 32, "device": "cpu"}
 
@@ -93,30 +94,12 @@ def test_iql_learns_pendulum_from_scripted_expert_data():
 
 
 def test_killed_run_resumes_to_the_same_parameters_and_learning_rate(random_dataset, tmp_path):
-    def fit(run: str, **loop) -> IQL:
-        agent = IQL.from_dataset(random_dataset, IQLConfig(seed=7, **SMALL))
-        agent.fit(random_dataset, steps=40, checkpoint_every=20, run_dir=tmp_path / run, progress=False, **loop)
-        return agent
-
-    def kill_at_30(step: int) -> None:
-        if step == 30:
-            raise KeyboardInterrupt  # what Ctrl-C or a batch scheduler's signal does to the loop
-
-    uninterrupted = fit("full")
-    with pytest.raises(KeyboardInterrupt):
-        fit("killed", callback=kill_at_30)
-    # the checkpoint at step 20 holds the actor's rate at that point of CORL's cosine over the run's 40 steps
-    checkpoint = torch.load(tmp_path / "killed" / "checkpoint.pt", weights_only=True)
-    assert checkpoint["training"]["step"] == 20
-    lr_at_20 = checkpoint["agent"]["actor_optimizer"]["param_groups"][0]["lr"]
-    assert lr_at_20 == pytest.approx(3e-4 * (1 + math.cos(math.pi * 20 / 40)) / 2, rel=1e-6)
-    resumed = fit("killed", resume=True)
-
-    assert resumed.num_updates == uninterrupted.num_updates == 40
+    names = ["actor", "critic", "critic_target", "value", "actor_optimizer", "critic_optimizer", "value_optimizer"]
+    uninterrupted, resumed = killed_and_uninterrupted_runs(
+        lambda: IQL.from_dataset(random_dataset, IQLConfig(seed=7, **SMALL)), random_dataset, tmp_path, names
+    )
+    # the checkpoint at step 20 held the actor's rate at that point of CORL's cosine over the run's 40 steps
     assert resumed.actor_lr_schedule.last_epoch == uninterrupted.actor_lr_schedule.last_epoch == 40
-    for name in ("actor", "critic", "critic_target", "value", "actor_optimizer", "critic_optimizer", "value_optimizer"):
-        expected, actual = getattr(uninterrupted, name).state_dict(), getattr(resumed, name).state_dict()
-        torch.testing.assert_close(actual, expected, rtol=0, atol=0)
     assert resumed.actor_optimizer.param_groups[0]["lr"] == 0.0  # annealed to 0 at the run's end
 
 
