@@ -7,10 +7,11 @@ the same batches of 256 and checks that both find keys at the same distance. Que
 noise of each `noise` std (clipped to the bounds), and uniformly random actions. The one-off building of
 each index (KD-tree, candidate lists) is timed separately.
 
-First policylab's TD3+BC and PRDC train on the dataset in alternating blocks of `updates` updates (after a
-warm-up block), and their median time per update is compared: PRDC's actor step (every second update) adds
-the search, so the ratio is what the exact constraint costs. PRDC then trains on to `actor_updates`, and its
-actor's actions are the first kind of query timed.
+First PRDC trains for `actor_updates` updates (early on, its actor's actions lie far from the data and need
+more full searches than over most of a run). Then policylab's TD3+BC and PRDC train on the dataset in
+alternating blocks of `updates` updates (after a warm-up block), and their median time per update is
+compared: PRDC's actor step (every second update) adds the search, so the ratio is what the exact
+constraint costs. The PRDC actor's actions are then the first kind of query timed.
 
     python benchmarks/neighbour_speed.py --dataset gen/hopper-medium-v0
 
@@ -81,10 +82,10 @@ def main(settings: Settings) -> None:
     tree = cKDTree(search.keys.numpy())
     build_scipy = time.perf_counter() - started
 
-    update_times = time_updates(agents, buffers, settings)
     prdc = agents["prdc"]
-    while prdc.num_updates < settings.actor_updates:  # train PRDC on, for queries from a learning actor
+    while prdc.num_updates < settings.actor_updates:  # a learning actor, as most of a run's actor steps see it
         prdc.update(buffers["prdc"].sample(256))
+    update_times = time_updates(agents, buffers, settings)
 
     rng = np.random.default_rng(0)
     actions = search.actions
