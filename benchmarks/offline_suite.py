@@ -376,7 +376,8 @@ def markdown_table(summary: dict[str, Any], settings: Settings) -> str:
     for dataset in settings.datasets:
         row = [cell for cell in summary["cells"] if cell["dataset"] == dataset]
         label = f"{dataset} (return)" if dataset in raw else dataset
-        lines.append(f"| {label} | " + " | ".join(mean_std(cell if cell["scores"] else None) for cell in row) + " |")
+        texts = [mean_std(cell if cell["scores"] else None, len(settings.seeds)) for cell in row]
+        lines.append(f"| {label} | " + " | ".join(texts) + " |")
     if summary["average"]["datasets"]:
         cells = [mean_std(summary["average"]["scores"][algorithm]) for algorithm in settings.algorithms]
         lines.append("| average | " + " | ".join(cells) + " |")
@@ -386,9 +387,13 @@ def markdown_table(summary: dict[str, Any], settings: Settings) -> str:
     return "\n".join(lines) + "\n"
 
 
-def mean_std(values: dict[str, Any] | None) -> str:
-    """A cell's text: mean ± std, or a dash for what is missing."""
-    return "–" if values is None else f"{values['mean']:.1f} ± {values['std']:.1f}"
+def mean_std(values: dict[str, Any] | None, seeds: int | None = None) -> str:
+    """A cell's text: mean ± std, a dash for what is missing, and how many seeds where fewer than `seeds` finished."""
+    if values is None:
+        return "–"
+    finished = len(values.get("seeds", ()))
+    partial = f" ({finished} of {seeds} seeds)" if seeds is not None and finished < seeds else ""
+    return f"{values['mean']:.1f} ± {values['std']:.1f}{partial}"
 
 
 def plot_curves(finished: dict[Run, dict[str, Any]], settings: Settings) -> None:
