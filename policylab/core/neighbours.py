@@ -10,10 +10,12 @@ state, and that makes an exact search cheap:
   pair i has ‖s_j − s_i‖ ≥ r_j, hence d² ≥ β²r_j², so when the best candidate has d*² ≤ β²r_j² it is the
   exact nearest neighbour (ties aside);
 - the queries where the bound does not settle it (a policy action far from the actions of nearby states)
-  are answered by a full search: a KD-tree over all keys bounded by the candidate distance on the CPU,
-  a chunked brute force on a GPU.
+  try a second, wider tier: the `num_wide_candidates` nearest states, whose keys are compared in full,
+  with the same bound at the last one's distance;
+- what that does not settle either is answered by a full search: a KD-tree over all keys bounded by the
+  candidate distance on the CPU, a chunked brute force on a GPU.
 
-The candidate lists depend only on the states and `num_candidates`, so they are kept in a cache file per
+The candidate lists depend only on the states and the tier sizes, so they are kept in cache files per
 dataset and reused by later runs.
 """
 
@@ -70,6 +72,7 @@ class DatasetNeighbourSearch:
         beta: float,
         num_candidates: int = 32,
         cache: bool = True,
+        num_wide_candidates: int = 256,
     ) -> None:
         if states.shape[0] != actions.shape[0]:
             raise ValueError(
@@ -86,6 +89,11 @@ class DatasetNeighbourSearch:
         # is computed per query. Points outside a state's list are at least its last entry away.
         self.state_distances = torch.as_tensor(self.beta**2 * squared_distances, device=self.device)
         self.bounds = self.state_distances[:, -1]
+        self.wide_candidates: torch.Tensor | None = None
+        if num_wide_candidates > num_candidates and num_wide_candidates < len(states):
+            wide, wide_distances = state_neighbours(states.cpu().numpy(), num_wide_candidates, cache=cache)
+            self.wide_candidates = torch.as_tensor(wide, dtype=index_type, device=self.device)
+            self.wide_bounds = torch.as_tensor(self.beta**2 * wide_distances[:, -1], device=self.device)
         self._tree: cKDTree | None = None  # built on the first CPU fallback
         self.queries = 0
         self.fallbacks = 0
@@ -102,6 +110,15 @@ class DatasetNeighbourSearch:
         nearest = candidates.gather(1, best.unsqueeze(1)).squeeze(1).long()
         unsettled = torch.nonzero(best_distance > self.bounds[state_indices]).squeeze(1)
         self.queries += len(state_indices)
+        if len(unsettled) and self.wide_candidates is not None:
+            unsettled_states = state_indices[unsettled]
+            queries = torch.cat([self.keys[unsettled_states, : -actions.shape[1]], actions[unsettled]], dim=1)
+            wide = self.wide_candidates.index_select(0, unsettled_states)  # [U, K2], the first tier among them
+            wide_keys = self.keys.index_select(0, wide.reshape(-1)).view(*wide.shape, -1)
+            wide_distance, wide_best = (wide_keys - queries.unsqueeze(1)).pow(2).sum(-1).min(dim=1)
+            nearest[unsettled] = wide.gather(1, wide_best.unsqueeze(1)).squeeze(1).long()
+            best_distance[unsettled] = wide_distance
+            unsettled = unsettled[wide_distance > self.wide_bounds[unsettled_states]]
         if len(unsettled):
             self.fallbacks += len(unsettled)
             queries = torch.cat([self.keys[state_indices[unsettled], : -actions.shape[1]], actions[unsettled]], dim=1)

@@ -12,9 +12,10 @@ def brute_force_distances(keys: torch.Tensor, queries: torch.Tensor) -> torch.Te
     return torch.cdist(queries.double(), keys.double()).pow(2).min(dim=1).values
 
 
-def make_search(tmp_path, monkeypatch, states, actions, beta=2.0, num_candidates=16):
+def make_search(tmp_path, monkeypatch, states, actions, beta=2.0, num_candidates=16, num_wide_candidates=0):
     monkeypatch.setenv("POLICYLAB_DATA", str(tmp_path))
-    return DatasetNeighbourSearch(torch.as_tensor(states), torch.as_tensor(actions), beta, num_candidates)
+    states, actions = torch.as_tensor(states), torch.as_tensor(actions)
+    return DatasetNeighbourSearch(states, actions, beta, num_candidates, num_wide_candidates=num_wide_candidates)
 
 
 def assert_exact(search, state_indices, actions):
@@ -27,10 +28,15 @@ def assert_exact(search, state_indices, actions):
 def test_random_queries_get_the_brute_force_neighbour(tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
     states, actions = rng.normal(size=(3000, 5)).astype(np.float32), rng.uniform(-1, 1, (3000, 2)).astype(np.float32)
-    search = make_search(tmp_path, monkeypatch, states, actions)
     indices = torch.as_tensor(rng.integers(0, 3000, 512))
-    assert_exact(search, indices, torch.as_tensor(rng.uniform(-1, 1, (512, 2)), dtype=torch.float32))
-    assert search.fallbacks > 0  # uniformly random actions are often far from the candidates' actions
+    queries = torch.as_tensor(rng.uniform(-1, 1, (512, 2)), dtype=torch.float32)
+    # A small β weights states little, so uniformly random actions are often far from every candidate's action.
+    one_tier = make_search(tmp_path, monkeypatch, states, actions, beta=0.5)
+    assert_exact(one_tier, indices, queries)
+    assert one_tier.fallbacks > 100
+    two_tiers = make_search(tmp_path, monkeypatch, states, actions, beta=0.5, num_wide_candidates=32)
+    assert_exact(two_tiers, indices, queries)
+    assert 0 < two_tiers.fallbacks < one_tier.fallbacks / 2  # the wider tier settles most, the full search the rest
 
 
 def test_dataset_like_queries_are_settled_by_the_candidates(tmp_path, monkeypatch):
