@@ -37,25 +37,30 @@ def neighbour_cache_dir() -> Path:
     return Path(os.environ.get("POLICYLAB_DATA", "~/.cache/policylab")).expanduser() / "neighbours"
 
 
-def state_neighbours(states: np.ndarray, count: int, cache: bool = True) -> tuple[np.ndarray, np.ndarray]:
-    """For every row of `states`: the indices of its `count` nearest rows (int64 [N, count], nearest first,
-    itself among them unless it has more than `count` duplicates) and their squared distances (float32
-    [N, count]); read from the cache when computed before."""
+def state_neighbours(
+    states: np.ndarray, count: int, cache: bool = True, all_distances: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
+    """For every row of `states`: the indices of its `count` nearest rows (int32 [N, count] below 2³¹ rows, else
+    int64; nearest first, itself among them unless it has more than `count` duplicates) and their squared
+    distances (float32 [N, count], or only the last one's [N, 1] without `all_distances`); read from the cache
+    when computed before."""
     states = np.ascontiguousarray(states, dtype=np.float32)
     count = min(count, len(states))
     digest = hashlib.blake2b(states.tobytes(), digest_size=16).hexdigest()
-    path = neighbour_cache_dir() / f"{digest}-{states.shape[0]}x{states.shape[1]}-k{count}.npz"
+    kept = "" if all_distances else "-last"
+    path = neighbour_cache_dir() / f"{digest}-{states.shape[0]}x{states.shape[1]}-k{count}{kept}.npz"
     if cache and path.is_file():
         with np.load(path) as saved:
-            return saved["indices"].astype(np.int64), saved["squared_distances"]
+            return saved["indices"], saved["squared_distances"]
     distances, indices = cKDTree(states).query(states, k=count, workers=-1)
-    indices = indices.reshape(len(states), count)
+    indices = indices.reshape(len(states), count).astype(np.int32 if len(states) < 2**31 else np.int64)
     squared_distances = (distances.reshape(len(states), count) ** 2).astype(np.float32)
+    if not all_distances:
+        squared_distances = np.ascontiguousarray(squared_distances[:, -1:])
     if cache:
-        index_type = np.int32 if len(states) < 2**31 else np.int64
         with atomic_path(path) as temporary, open(temporary, "wb") as file:
-            np.savez(file, indices=indices.astype(index_type), squared_distances=squared_distances)
-    return indices.astype(np.int64), squared_distances
+            np.savez(file, indices=indices, squared_distances=squared_distances)
+    return indices, squared_distances
 
 
 class DatasetNeighbourSearch:
@@ -83,16 +88,17 @@ class DatasetNeighbourSearch:
         self.keys = torch.cat([self.beta * states, actions], dim=1).float().contiguous()
         self.actions = actions.float().contiguous()
         candidates, squared_distances = state_neighbours(states.cpu().numpy(), num_candidates, cache=cache)
-        index_type = torch.int32 if len(candidates) < 2**31 else torch.int64  # half the memory for < 2³¹ rows
-        self.candidates = torch.as_tensor(candidates, dtype=index_type, device=self.device)
+        self.candidates = torch.as_tensor(candidates, device=self.device)
         # The state part of a query's distance to each candidate, β²‖s_j − s_c‖², is fixed: only the action part
         # is computed per query. Points outside a state's list are at least its last entry away.
         self.state_distances = torch.as_tensor(self.beta**2 * squared_distances, device=self.device)
         self.bounds = self.state_distances[:, -1]
         self.wide_candidates: torch.Tensor | None = None
         if num_wide_candidates > num_candidates and num_wide_candidates < len(states):
-            wide, wide_distances = state_neighbours(states.cpu().numpy(), num_wide_candidates, cache=cache)
-            self.wide_candidates = torch.as_tensor(wide, dtype=index_type, device=self.device)
+            wide, wide_distances = state_neighbours(
+                states.cpu().numpy(), num_wide_candidates, cache=cache, all_distances=False
+            )
+            self.wide_candidates = torch.as_tensor(wide, device=self.device)
             self.wide_bounds = torch.as_tensor(self.beta**2 * wide_distances[:, -1], device=self.device)
         self._tree: cKDTree | None = None  # built on the first CPU fallback
         self.queries = 0
