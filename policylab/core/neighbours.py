@@ -116,20 +116,21 @@ class DatasetNeighbourSearch:
         nearest = candidates.gather(1, best.unsqueeze(1)).squeeze(1).long()
         unsettled = torch.nonzero(best_distance > self.bounds[state_indices]).squeeze(1)
         self.queries += len(state_indices)
-        if len(unsettled) and self.wide_candidates is not None:
-            unsettled_states = state_indices[unsettled]
-            queries = torch.cat([self.keys[unsettled_states, : -actions.shape[1]], actions[unsettled]], dim=1)
-            wide = self.wide_candidates.index_select(0, unsettled_states)  # [U, K2], the first tier among them
-            wide_keys = self.keys.index_select(0, wide.reshape(-1)).view(*wide.shape, -1)
-            wide_distance, wide_best = (wide_keys - queries.unsqueeze(1)).pow(2).sum(-1).min(dim=1)
-            nearest[unsettled] = wide.gather(1, wide_best.unsqueeze(1)).squeeze(1).long()
-            best_distance[unsettled] = wide_distance
-            unsettled = unsettled[wide_distance > self.wide_bounds[unsettled_states]]
         if len(unsettled):
-            self.fallbacks += len(unsettled)
             queries = torch.cat([self.keys[state_indices[unsettled], : -actions.shape[1]], actions[unsettled]], dim=1)
-            found = self._full_search(queries, best_distance[unsettled])
-            nearest[unsettled] = torch.where(found >= 0, found, nearest[unsettled])
+            if self.wide_candidates is not None:
+                unsettled_states = state_indices[unsettled]
+                wide = self.wide_candidates.index_select(0, unsettled_states)  # [U, K2], the first tier among them
+                wide_keys = self.keys.index_select(0, wide.reshape(-1)).view(*wide.shape, -1)
+                wide_distance, wide_best = (wide_keys - queries.unsqueeze(1)).pow(2).sum(-1).min(dim=1)
+                nearest[unsettled] = wide.gather(1, wide_best.unsqueeze(1)).squeeze(1).long()
+                best_distance[unsettled] = wide_distance
+                still = wide_distance > self.wide_bounds[unsettled_states]
+                unsettled, queries = unsettled[still], queries[still]
+            if len(unsettled):
+                self.fallbacks += len(unsettled)
+                found = self._full_search(queries, best_distance[unsettled])
+                nearest[unsettled] = torch.where(found >= 0, found, nearest[unsettled])
         return nearest
 
     def _full_search(self, queries: torch.Tensor, upper_bounds: torch.Tensor) -> torch.Tensor:
