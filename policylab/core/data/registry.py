@@ -112,25 +112,23 @@ def load_dataset(dataset_id_or_path: str | os.PathLike) -> OfflineDataset:
     if name.startswith(MINARI_PREFIX):
         return from_minari(name.removeprefix(MINARI_PREFIX))
     path = dataset_path(name)
-    if not path.is_file() and name.startswith(GENERATED_PREFIX):
+    generated = name.startswith(GENERATED_PREFIX)
+    if generated:
+        from policylab.core.data.behaviour import made_from_other_policies
         from policylab.core.data.generate import can_make, make_dataset
 
-        if can_make(name):
+        if not path.is_file() and can_make(name):
             print(f"{name} is not in the cache ({path}): making it now", file=sys.stderr, flush=True)
             path = make_dataset(name)
     if not path.is_file():
         raise DatasetNotFoundError(_missing_file_message(name, path))
     dataset = load_hdf5(path, dataset_id=name)
-    if name.startswith(GENERATED_PREFIX):
-        from policylab.core.data.behaviour import made_from_other_policies
-        from policylab.core.data.generate import make_dataset
-
-        if made_from_other_policies(dataset):
-            print(
-                f"{name} in the cache ({path}) was made from other behaviour policies than the installed ones: "
-                "making it again",
-                file=sys.stderr,
-                flush=True,
-            )
-            dataset = load_hdf5(make_dataset(name, overwrite=True), dataset_id=name)
+    if generated and made_from_other_policies(dataset):
+        print(
+            f"{name} in the cache ({path}) was made from other behaviour policies than the installed ones: "
+            "making it again",
+            file=sys.stderr,
+            flush=True,
+        )
+        dataset = load_hdf5(make_dataset(name, overwrite=True), dataset_id=name)
     return dataset
