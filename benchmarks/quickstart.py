@@ -21,6 +21,7 @@ import tyro
 
 from policylab.core.agent import registered_agents
 from policylab.core.data import OfflineDataset, load_dataset, normalized_score, reference_returns
+from policylab.core.data.d4rl import decoded
 from policylab.core.evaluation import evaluate
 from policylab.core.offline import OfflineAgent
 
@@ -51,7 +52,7 @@ def main(args: Args) -> None:
     dataset = load_dataset(args.dataset)
     print(f"dataset {args.dataset}: {len(dataset):,} transitions in {len(dataset.episodes()):,} episodes")
     if "source" in dataset.metadata:
-        print(f"  {_text(dataset.metadata['source'])}")
+        print(f"  {decoded(dataset.metadata['source'])}")
 
     trained = {}
     for name in args.algorithms:
@@ -138,10 +139,6 @@ def plot_learning_curves(
     figure.savefig(path, dpi=120)
     plt.close(figure)
     return path
-
-
-def _text(value) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
 
 
 if __name__ == "__main__":

@@ -204,6 +204,7 @@ def main(args: list[str] | None = None) -> None:
     def data(command: tyro.conf.OmitSubcommandPrefixes[Annotated[data_type, tyro.conf.arg(name="")]]) -> None:
         """Inspect or make datasets."""
         from policylab.core.data import generate
+        from policylab.core.data.d4rl import decoded
 
         if isinstance(command, DataMake):
             dataset_id = generate.dataset_id_with_options(command.dataset, command.size, command.seed)
@@ -213,9 +214,7 @@ def main(args: list[str] | None = None) -> None:
             print(json.dumps(generate.cache_listing(), indent=2))
         else:
             dataset = load_dataset(command.dataset)
-            card = {
-                key: value.decode() if isinstance(value, bytes) else value for key, value in dataset.metadata.items()
-            }
+            card = {key: decoded(value) for key, value in dataset.metadata.items()}
             print(json.dumps(dataset.summary() | {"metadata": card}, indent=2, default=str))
 
     try:

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from policylab.core.data.d4rl import decoded
 from policylab.core.data.dataset import TRANSITION_KEYS, OfflineDataset
 from policylab.core.data.scores import DATASET_KINDS, GYMNASIUM_ENV_IDS, reference_returns
 from policylab.core.envs import make_vec_env
@@ -164,9 +165,7 @@ def made_from_other_policies(dataset: OfflineDataset, directory: Path | None = N
     kinds = [key.split("/")[1] for key in metadata if key.startswith("policies/") and key.endswith("/step")]
     steps_differ = any(metadata[f"policies/{kind}/step"] != card["policies"][kind]["step"] for kind in kinds)
     replay_differs = "replay_steps" in metadata and list(metadata["replay_steps"]) != card["replay_steps"]
-    trainer = metadata.get("trainer")
-    trainer = trainer.decode() if isinstance(trainer, bytes) else trainer  # HDF5 gives strings back as bytes
-    return trainer != card["trainer"] or steps_differ or replay_differs
+    return decoded(metadata.get("trainer")) != card["trainer"] or steps_differ or replay_differs
 
 
 ROLLOUT_COLUMNS = (*TRANSITION_KEYS, "qpos", "qvel", "action_log_probs")  # the order `rollout` collects them in

@@ -110,6 +110,11 @@ def _timeouts_for_file_without_them(arrays: dict[str, np.ndarray]) -> np.ndarray
     return np.zeros(np.shape(arrays["rewards"])[:1], dtype=bool)  # a bad rewards shape is reported later
 
 
+def decoded(value: Any) -> Any:
+    """A metadata value with strings as text: h5py gives strings stored in a file back as bytes."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
 def _read_group(group: h5py.Group, prefix: str = "") -> dict[str, Any]:
     """Every dataset under `group`, keyed by its path relative to the group, values as h5py returns them."""
     values: dict[str, Any] = {}
