@@ -23,7 +23,7 @@ from policylab.core.agent import registered_agents
 from policylab.core.data import OfflineDataset, load_dataset, normalized_score, reference_returns
 from policylab.core.data.d4rl import decoded
 from policylab.core.evaluation import evaluate
-from policylab.core.offline import OfflineAgent
+from policylab.core.offline import OfflineAgent, spaces_for_dataset
 
 
 @dataclasses.dataclass
@@ -63,7 +63,8 @@ def main(args: Args) -> None:
         trained[name] = evaluate(agent, dataset.env_id, episodes=args.episodes, seed=10_000)
 
     rng = np.random.default_rng(args.seed)
-    low, high = agent.action_space.low, agent.action_space.high
+    _, action_space = spaces_for_dataset(dataset)
+    low, high = action_space.low, action_space.high
     uniform = evaluate(
         lambda obs: rng.uniform(low, high, (len(obs), len(low))), dataset.env_id, episodes=args.episodes, seed=10_000
     )
