@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import random
 import types
@@ -31,6 +32,7 @@ from torch import nn
 
 from policylab.core.files import atomic_write
 from policylab.core.logging import MetricLogger, plot_learning_curve
+from policylab.core.nets import gaussian_log_prob
 from policylab.core.runs import RunDirectory
 
 CHECKPOINT_FORMAT = "policylab-agent/1"
@@ -163,7 +165,10 @@ def config_from_dict(config_class: type, values: Mapping[str, Any]) -> Any:
                 (typing.get_origin(arg) for arg in typing.get_args(hints[name]) if arg is not type(None)),
                 None,
             )
-        converted[name] = tuple(value) if origin is tuple and isinstance(value, list) else value
+        if dataclasses.is_dataclass(hints[name]) and isinstance(value, Mapping):
+            converted[name] = config_from_dict(hints[name], value)  # a nested config (PGD's agent settings)
+        else:
+            converted[name] = tuple(value) if origin is tuple and isinstance(value, list) else value
     return config_class(**converted)
 
 
@@ -266,6 +271,16 @@ class Agent:
         if isinstance(self.action_space, gym.spaces.Box):
             actions = np.clip(actions, self.action_space.low, self.action_space.high)
         return actions[0] if single else actions
+
+    def action_log_likelihood(
+        self, observations: torch.Tensor, actions: torch.Tensor, deterministic_std: float = 1.0
+    ) -> torch.Tensor:
+        """log π(a | s) per row, differentiable in `actions` (observations and actions in the env's units). A
+        deterministic policy is read as the Gaussian N(π(s), `deterministic_std`²); stochastic agents override this
+        with their own density."""
+        with torch.no_grad():
+            mean = self._policy(observations, deterministic=True)
+        return gaussian_log_prob(actions, mean, torch.full_like(mean, math.log(deterministic_std)))
 
     def predict(
         self,

@@ -32,6 +32,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         os.close(directory)
 
 
+def cache_dir(kind: str) -> Path:
+    """Where the library keeps made files of one `kind` (datasets, neighbours, diffusion):
+    $POLICYLAB_DATA/<kind>, else ~/.cache/policylab/<kind>."""
+    return Path(os.environ.get("POLICYLAB_DATA", "~/.cache/policylab")).expanduser() / kind
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[BinaryIO], None]) -> None:
     """Write a file atomically through `write(file)`."""
     with atomic_path(path) as temporary, open(temporary, "wb") as file:

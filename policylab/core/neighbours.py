@@ -22,19 +22,18 @@ dataset and reused by later runs.
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 import numpy as np
 import torch
 from scipy.spatial import cKDTree
 
-from policylab.core.files import atomic_path
+from policylab.core.files import atomic_path, cache_dir
 
 
 def neighbour_cache_dir() -> Path:
     """Where candidate lists are kept: $POLICYLAB_DATA/neighbours, else ~/.cache/policylab/neighbours."""
-    return Path(os.environ.get("POLICYLAB_DATA", "~/.cache/policylab")).expanduser() / "neighbours"
+    return cache_dir("neighbours")
 
 
 def state_neighbours(

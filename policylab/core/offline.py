@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -62,6 +63,22 @@ class OfflineAgent(Agent):
         """Compute dataset-derived state and return the buffer `fit` samples from (called once per `fit`)."""
         return ReplayBuffer.from_dataset(dataset, device=self.device, seed=self.config.seed)
 
+    @property
+    def batch_size(self) -> int:
+        """Transitions per update: the config's `batch_size` (256 when it has none)."""
+        return getattr(self.config, "batch_size", 256)
+
+    def training_transitions(self, batch: TransitionBatch) -> TransitionBatch:
+        """Transitions in the env's units turned into those of the agent's buffer after `prepare`: states through
+        the agent's `normalizer` and rewards times its `reward_scale`, when it has them (how PGD adds synthetic
+        data to any agent's training)."""
+        normalizer = getattr(self, "normalizer", None)
+        scale = getattr(self, "reward_scale", 1.0)
+        observations, actions, rewards, next_observations, terminals, _ = batch
+        if normalizer is not None:
+            observations, next_observations = normalizer(observations), normalizer(next_observations)
+        return TransitionBatch(observations, actions, rewards * scale, next_observations, terminals)
+
     def setup_training(self, steps: int) -> None:
         """Set up what depends on the run's length (learning-rate schedules), before `fit` restores a checkpoint."""
 
@@ -100,7 +117,7 @@ class OfflineAgent(Agent):
         checkpoint_every = checkpoint_every or eval_every
         buffer = self.prepare(dataset)
         self.setup_training(steps)
-        batch_size = getattr(self.config, "batch_size", 256)
+        batch_size = self.batch_size
         run = RunDirectory(run_dir) if run_dir is not None else None
         logger = MetricLogger(run.path) if run is not None else None
         settings = {
@@ -150,8 +167,17 @@ class OfflineAgent(Agent):
         payload = self._open_run(run, logger, settings, resume)
         if payload is None:
             return 0
-        buffer.generator.set_state(payload["training"]["buffer_generator"])
+        self.restore_sampling_state(buffer, payload["training"])
         return int(payload["training"]["step"])
 
     def _save_training_checkpoint(self, run: RunDirectory, buffer: ReplayBuffer, step: int) -> None:
-        self._save_run_checkpoint(run, step, {"buffer_generator": buffer.generator.get_state()})
+        self._save_run_checkpoint(run, step, self.sampling_state(buffer))
+
+    def sampling_state(self, buffer: ReplayBuffer) -> dict[str, Any]:
+        """What a checkpoint needs to draw the same batches after a resume: the buffer's generator (the dataset
+        itself is read again by `prepare`)."""
+        return {"buffer_generator": buffer.generator.get_state()}
+
+    def restore_sampling_state(self, buffer: ReplayBuffer, training: dict[str, Any]) -> None:
+        """Restore what `sampling_state` saved."""
+        buffer.generator.set_state(training["buffer_generator"])

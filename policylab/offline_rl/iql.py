@@ -145,6 +145,12 @@ class IQL(OfflineAgent):
     def _policy(self, observations: torch.Tensor, deterministic: bool) -> torch.Tensor:
         return self.actor.act(self.normalizer(observations), deterministic)
 
+    def action_log_likelihood(
+        self, observations: torch.Tensor, actions: torch.Tensor, deterministic_std: float = 1.0
+    ) -> torch.Tensor:
+        """The policy's own density (`deterministic_std` is not used: the policy is stochastic)."""
+        return self.actor.log_prob(self.normalizer(observations), actions)
+
     def update(self, batch: TransitionBatch) -> dict[str, torch.Tensor]:
         """One V step, one twin-Q step, one actor step and a target update, in CORL's order."""
         cfg = self.config

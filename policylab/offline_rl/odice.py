@@ -160,6 +160,12 @@ class ODICE(OfflineAgent):
     def _policy(self, observations: torch.Tensor, deterministic: bool) -> torch.Tensor:
         return self.actor.act(observations, deterministic)
 
+    def action_log_likelihood(
+        self, observations: torch.Tensor, actions: torch.Tensor, deterministic_std: float = 1.0
+    ) -> torch.Tensor:
+        """The policy's own density (`deterministic_std` is not used: the policy is stochastic)."""
+        return self.actor.log_prob(observations, actions)
+
     def value_gradients(self, batch: TransitionBatch) -> tuple[list[torch.Tensor], torch.Tensor, torch.Tensor]:
         """The gradient of V's parameters for the configured `gradient`, V(s) `[heads, batch]`, and the residuals
         `[heads, batch]` that weight the policy (δ_f, or the true gradient's residual)."""

@@ -93,6 +93,12 @@ class SAC(OnlineAgent):
     def _policy(self, observations: torch.Tensor, deterministic: bool) -> torch.Tensor:
         return self.actor.act(observations, deterministic=deterministic)
 
+    def action_log_likelihood(
+        self, observations: torch.Tensor, actions: torch.Tensor, deterministic_std: float = 1.0
+    ) -> torch.Tensor:
+        """The policy's own density (`deterministic_std` is not used: the policy is stochastic)."""
+        return self.actor.log_prob(observations, actions)
+
     # -- training ----------------------------------------------------------------------------------
 
     def setup_learning(self, total_timesteps: int) -> None:

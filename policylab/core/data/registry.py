@@ -10,6 +10,7 @@ from pathlib import Path
 from policylab.core.data.d4rl import load_hdf5
 from policylab.core.data.dataset import DatasetError, DatasetNotFoundError, OfflineDataset
 from policylab.core.data.minari import from_minari
+from policylab.core.files import cache_dir
 
 D4RL_PREFIX = "d4rl/"
 GENERATED_PREFIX = "gen/"
@@ -53,7 +54,7 @@ def d4rl_dataset_dir() -> Path:
 
 def generated_dataset_dir() -> Path:
     """Where generated datasets live: $POLICYLAB_DATA/datasets, else ~/.cache/policylab/datasets."""
-    return Path(os.environ.get("POLICYLAB_DATA", "~/.cache/policylab")).expanduser() / "datasets"
+    return cache_dir("datasets")
 
 
 def minari_dataset_dir() -> Path:
