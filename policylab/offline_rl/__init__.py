@@ -3,6 +3,7 @@
 from policylab.offline_rl.a2pr import A2PR, A2PRConfig
 from policylab.offline_rl.iql import IQL, IQLConfig
 from policylab.offline_rl.odice import ODICE, ODICEConfig
+from policylab.offline_rl.pgd import PGD, PGDConfig
 from policylab.offline_rl.prdc import PRDC, PRDCConfig
 from policylab.offline_rl.td3bc import TD3BC, TD3BCConfig
 
@@ -13,6 +14,8 @@ __all__ = [
     "IQLConfig",
     "ODICE",
     "ODICEConfig",
+    "PGD",
+    "PGDConfig",
     "PRDC",
     "PRDCConfig",
     "TD3BC",
