@@ -13,6 +13,7 @@ skips finished runs and resumes unfinished ones from their checkpoints.
     python benchmarks/offline_suite.py --backend ray --threads 2              # runs in parallel on a local Ray
     python benchmarks/offline_suite.py --backend ray --ray-address auto       # on a running Ray cluster
     python benchmarks/offline_suite.py --report-only                          # table and plot from finished runs
+    python benchmarks/offline_suite.py --algorithms td3bc pgd-td3bc iql pgd-iql   # real data vs PGD's synthetic
 
 With `--backend ray` each run is a Ray task of `threads` CPUs: the datasets are loaded once by this process
 and shared through Ray's object store, results come back here as they finish. On a cluster, every node needs
@@ -52,7 +53,7 @@ class Settings:
     """What to run."""
 
     algorithms: tuple[str, ...] = ("td3bc", "iql", "prdc")
-    """registered offline agents (policylab train --help lists them)"""
+    """registered offline agents (policylab train --help lists them), or pgd-td3bc / pgd-iql (PGD around one)"""
     datasets: tuple[str, ...] = ("gen/hopper-medium-v0", "gen/halfcheetah-medium-v0", "gen/walker2d-medium-v0")
     """dataset ids load_dataset accepts (gen/ ids are made on first use)"""
     seeds: tuple[int, ...] = (0, 1)
@@ -107,9 +108,18 @@ def sweep_runs(settings: Settings) -> list[Run]:
     ]
 
 
-def offline_agents() -> dict[str, type[OfflineAgent]]:
-    """Registered offline agent classes by name."""
-    return {name: cls for name, cls in registered_agents().items() if issubclass(cls, OfflineAgent)}
+# Suite algorithms that are a registered agent with preset config fields: PGD around each of its inner agents.
+VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
+    "pgd-td3bc": ("pgd", {"agent": "td3bc"}),
+    "pgd-iql": ("pgd", {"agent": "iql"}),
+}
+
+
+def offline_agents() -> dict[str, tuple[type[OfflineAgent], dict[str, Any]]]:
+    """The suite's algorithms by name: every registered offline agent class, and the `VARIANTS`, each with the
+    config fields it presets."""
+    agents = {name: (cls, {}) for name, cls in registered_agents().items() if issubclass(cls, OfflineAgent)}
+    return agents | {name: (agents[agent][0], preset) for name, (agent, preset) in VARIANTS.items()}
 
 
 def parse_agent_options(settings: Settings) -> dict[str, dict[str, Any]]:
@@ -119,7 +129,7 @@ def parse_agent_options(settings: Settings) -> dict[str, dict[str, Any]]:
     if unknown:
         raise ValueError(f"unknown offline algorithm(s) {unknown}; registered: {sorted(agents)}")
     options: dict[str, dict[str, Any]] = {name: {} for name in settings.algorithms}
-    fields = {name: {field.name for field in dataclasses.fields(agents[name].config_class)} for name in options}
+    fields = {name: {field.name for field in dataclasses.fields(agents[name][0].config_class)} for name in options}
     for option in settings.agent_options:
         key, equals, text = option.partition("=")
         target, _, field = key.rpartition(".")
@@ -138,9 +148,10 @@ def parse_agent_options(settings: Settings) -> dict[str, dict[str, Any]]:
 
 
 def agent_config(run: Run, options: dict[str, dict[str, Any]]) -> AgentConfig:
-    """The run's agent config: the algorithm's defaults, the options, and the run's seed."""
-    config_class = offline_agents()[run.algorithm].config_class
-    values = config_to_dict(config_class()) | options[run.algorithm] | {"seed": run.seed}
+    """The run's agent config: the algorithm's defaults, its preset fields, the options, and the run's seed."""
+    agent_class, preset = offline_agents()[run.algorithm]
+    config_class = agent_class.config_class
+    values = config_to_dict(config_class()) | preset | options[run.algorithm] | {"seed": run.seed}
     return config_from_dict(config_class, values)
 
 
@@ -172,7 +183,7 @@ def train(run: Run, dataset: OfflineDataset, config: AgentConfig, settings: Sett
     run_dir = settings.work_dir / run.name
     if (run_dir / "checkpoint.pt").exists():
         check_same(json.loads((run_dir / "config.json").read_text())["fit"], budget(settings), run_dir)
-    agent = offline_agents()[run.algorithm].from_dataset(dataset, config)
+    agent = offline_agents()[run.algorithm][0].from_dataset(dataset, config)
     with warnings.catch_warnings():  # a dataset shared by Ray is read-only; fit only copies from it
         warnings.filterwarnings("ignore", "The given NumPy array is not writable")
         agent.fit(

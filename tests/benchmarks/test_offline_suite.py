@@ -98,3 +98,17 @@ def test_killed_run_resumes_from_its_checkpoint(settings, monkeypatch):
     assert steps == list(range(101, 201))  # continued after the checkpoint at 100
     run = json.loads((settings.out / "runs" / "td3bc-gen_pendulum-scripted-v0-s0.json").read_text())
     assert run["steps"] == [100, 200]  # the evaluation before the kill is kept once
+
+
+def test_pgd_variants_are_pgd_around_each_inner_agent_and_take_options(settings):
+    settings = dataclasses.replace(
+        settings,
+        algorithms=("pgd-td3bc", "pgd-iql"),
+        agent_options=("guidance=0.5", "pgd-iql.synthetic_batch_size=128"),
+    )
+    options = suite.parse_agent_options(settings)
+    td3bc_config = suite.agent_config(suite.Run("pgd-td3bc", DATASET, 3), options)
+    iql_config = suite.agent_config(suite.Run("pgd-iql", DATASET, 3), options)
+    assert (td3bc_config.agent, iql_config.agent) == ("td3bc", "iql")
+    assert td3bc_config.guidance == iql_config.guidance == 0.5 and td3bc_config.seed == 3
+    assert (td3bc_config.synthetic_batch_size, iql_config.synthetic_batch_size) == (240, 128)
