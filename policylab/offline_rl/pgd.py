@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -149,9 +150,10 @@ class PGD(OfflineAgent):
         name = (dataset.dataset_id or "dataset").replace("/", "_")
         return cache_dir("diffusion") / f"{name}-{key}.pt"
 
-    def trained_diffusion(self, dataset: OfflineDataset, progress: bool = True) -> TrajectoryDiffusion:
+    def trained_diffusion(self, dataset: OfflineDataset, progress: bool | None = None) -> TrajectoryDiffusion:
         """The diffusion model of `diffusion_file`, else the cached one for the dataset, trained first if missing
-        (resuming an interrupted training), under its own seed so the agent's random streams do not depend on it."""
+        (resuming an interrupted training), under its own seed so the agent's random streams do not depend on it.
+        The progress bar shows by default when stderr is a terminal."""
         cfg = self.config
         if cfg.diffusion_file is not None:
             model = TrajectoryDiffusion.load(cfg.diffusion_file, device=self.device)
@@ -162,10 +164,13 @@ class PGD(OfflineAgent):
                 )
             return model
         path = self.diffusion_path(dataset)
+        if not path.exists():
+            print(f"training a trajectory diffusion model ({cfg.diffusion_steps} steps) into {path}", file=sys.stderr)
         with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
             torch.manual_seed(cfg.diffusion_seed)
             low, high = self.action_space.low, self.action_space.high
             model = TrajectoryDiffusion.from_dataset(dataset, cfg.diffusion, low, high).to(self.device)
+            progress = sys.stderr.isatty() if progress is None else progress
             model.fit(dataset, cfg.diffusion_steps, checkpoint=path, progress=progress)
         return model
 
