@@ -1,5 +1,6 @@
 """Offline reinforcement learning: agents trained from fixed datasets."""
 
+from policylab.offline_rl import tsddr
 from policylab.offline_rl.a2pr import A2PR, A2PRConfig
 from policylab.offline_rl.iql import IQL, IQLConfig
 from policylab.offline_rl.odice import ODICE, ODICEConfig
@@ -20,4 +21,5 @@ __all__ = [
     "PRDCConfig",
     "TD3BC",
     "TD3BCConfig",
+    "tsddr",
 ]

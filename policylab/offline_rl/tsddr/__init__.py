@@ -1,0 +1,36 @@
+"""TS-DDR: neural decision rules for multi-stage LPs trained through the duals of target constraints."""
+
+from policylab.offline_rl.tsddr.baselines import myopic, perfect_information, rolling_horizon
+from policylab.offline_rl.tsddr.horizon import HorizonProblem
+from policylab.offline_rl.tsddr.hydro import (
+    HistoricalInflows,
+    HydroThermalCase,
+    LogNormalInflows,
+    load_hydropowermodels,
+    synthetic_case,
+)
+from policylab.offline_rl.tsddr.rollout import MultiStageProblem, Rollout, StagePool, rollout
+from policylab.offline_rl.tsddr.stage_problem import StageLP, StageProblem, StageSolution
+from policylab.offline_rl.tsddr.tsddr import TSDDR, TSDDRConfig, target_gradients
+
+__all__ = [
+    "TSDDR",
+    "HistoricalInflows",
+    "HorizonProblem",
+    "HydroThermalCase",
+    "LogNormalInflows",
+    "MultiStageProblem",
+    "Rollout",
+    "StageLP",
+    "StagePool",
+    "StageProblem",
+    "StageSolution",
+    "TSDDRConfig",
+    "load_hydropowermodels",
+    "myopic",
+    "perfect_information",
+    "rolling_horizon",
+    "rollout",
+    "synthetic_case",
+    "target_gradients",
+]
