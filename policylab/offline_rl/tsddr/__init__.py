@@ -11,10 +11,11 @@ from policylab.offline_rl.tsddr.hydro import (
 )
 from policylab.offline_rl.tsddr.rollout import MultiStageProblem, Rollout, StagePool, rollout
 from policylab.offline_rl.tsddr.stage_problem import StageLP, StageProblem, StageSolution
-from policylab.offline_rl.tsddr.tsddr import TSDDR, TSDDRConfig, target_gradients
+from policylab.offline_rl.tsddr.tsddr import TSDDR, DifferentiableTrajectory, TSDDRConfig
 
 __all__ = [
     "TSDDR",
+    "DifferentiableTrajectory",
     "HistoricalInflows",
     "HorizonProblem",
     "HydroThermalCase",
@@ -32,5 +33,4 @@ __all__ = [
     "rolling_horizon",
     "rollout",
     "synthetic_case",
-    "target_gradients",
 ]

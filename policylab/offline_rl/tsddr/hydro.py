@@ -20,6 +20,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from policylab.offline_rl.tsddr.stage_problem import LPBuilder, StageLP
 
@@ -156,6 +157,16 @@ class HydroThermalCase:
     def expected_noises(self) -> np.ndarray:
         """(stages, plants) expected inflows."""
         return self.inflows.expected(self.num_stages)
+
+    def reachable_states(self, previous: torch.Tensor, noises: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(S, plants) volumes one stage can reach without spilling, differentiable in `previous`: from what is left
+        when turbining at full flow, to the previous volume plus the stage's natural inflow (upstream releases not
+        counted), within capacity."""
+        as_tensor = lambda values: torch.as_tensor(values, dtype=previous.dtype, device=previous.device)  # noqa: E731
+        available = previous + self.flow_to_volume * noises
+        capacity = as_tensor(self.reservoirs.max_volume)
+        lower = torch.clamp(available - self.flow_to_volume * as_tensor(self.reservoirs.max_outflow), min=0.0)
+        return torch.minimum(lower, capacity), torch.minimum(available, capacity)
 
 
 def build_stage_lp(network: Network, reservoirs: Reservoirs, flow_to_volume: float) -> StageLP:

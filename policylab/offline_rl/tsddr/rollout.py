@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Protocol
 
 import numpy as np
+import torch
 
 from policylab.offline_rl.tsddr.stage_problem import StageLP, StageProblem, StageSolution
 
@@ -31,6 +32,10 @@ class MultiStageProblem(Protocol):
 
     def expected_noises(self) -> np.ndarray:
         """(stages, noise dim)"""
+
+    def reachable_states(self, previous: torch.Tensor, noises: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(S, k) lower and upper states reachable in one stage, differentiable in `previous` (only for TS-DDR's
+        target_range="reachable")."""
 
 
 TargetPolicy = Callable[[int, np.ndarray, np.ndarray], np.ndarray]

@@ -2,10 +2,10 @@
 
 At stage t the policy maps the noise history (and the realised previous state) to target states x̂_t inside the
 state bounds; the stage LP `min c_t + C_δ ‖δ_t‖₁  s.t. x_t + δ_t = x̂_t, ...` realises x_t, which starts stage t+1.
-By the envelope theorem the dual λ_t of the target rows is d c_t / d x̂_t, and the dual μ_{t+1} of stage t+1's
-linking rows is d c_{t+1} / d x_t; where the target is met (x_t = x̂_t) both count, so the policy trains by SGD on
-the surrogate `Σ_t g_t · x̂_t` with g_t = λ_t + [x_t = x̂_t] μ_{t+1} held constant: no differentiable solver.
-(λ_t alone, the formula usually quoted, sees only stage t: it always says "use the water now".)
+By the envelope theorem the dual λ_t of the target rows is d c_t / d x̂_t, and the dual μ_t of the linking rows is
+d c_t / d x_{t-1}. The policy trains by SGD on the surrogate `Σ_t λ_t · x̂_t + μ_t · x_{t-1}` (duals held constant),
+backpropagated through the policy over the whole trajectory, with x_t = x̂_t where the target was met: no
+differentiable solver. (λ_t alone, the formula usually quoted, sees only stage t: it always says "use the water now".)
 C_δ follows an annealed schedule.
 """
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -47,19 +48,50 @@ class TSDDRConfig(AgentConfig):
     """C_δ, cost per unit of target violation (default: the stage LP's largest |objective coefficient|)"""
     penalty_schedule: tuple[float, ...] = (0.1, 1.0, 10.0, 30.0)
     """multipliers of C_δ over equal parts of training; evaluation uses the last"""
+    target_range: Literal["bounds", "reachable"] = "bounds"
+    """sigmoid outputs scaled to the state bounds (the paper), or to the range the problem says is reachable from
+    the previous state and the stage's noise (for reservoirs whose capacity dwarfs one stage's flows)"""
     validation_scenarios: int = 32
     """scenarios of the validation set that picks the best policy"""
     num_workers: int = 1
     """threads solving a batch's stage LPs (HiGHS releases the GIL)"""
 
 
-def target_gradients(result: Rollout, tolerance: float = 1e-6) -> np.ndarray:
-    """(S, T, k) d total cost / d x̂_t: the target duals λ_t, plus the next stage's previous-state duals μ_{t+1} for
-    the targets that were met (there x_t moves with x̂_t; the effect of a target on unmet states is neglected)."""
-    gradients = result.target_duals.copy()
-    met = np.abs(result.states - result.targets) <= tolerance * np.maximum(1.0, np.abs(result.targets))
-    gradients[:, :-1] += np.where(met[:, :-1], result.state_duals[:, 1:], 0.0)
-    return gradients
+class DifferentiableTrajectory:
+    """A `rollout` policy that keeps targets and previous states as tensors, for the duals' surrogate.
+
+    The realised state x_t is the LP's, but where the target was met it is x̂_t itself (there d x_t / d x̂_t = I),
+    so the policy's next input and targets depend on x̂_t; elsewhere it is a constant (the effect of a target on
+    states that missed theirs is neglected).
+    """
+
+    def __init__(
+        self,
+        step: Callable[[int, np.ndarray, torch.Tensor], torch.Tensor],
+        device: torch.device | str = "cpu",
+        tolerance: float = 1e-6,
+    ):
+        self.step, self.device, self.tolerance = step, device, tolerance
+        self.targets: list[torch.Tensor] = []
+        self.previous: list[torch.Tensor] = []
+
+    def __call__(self, t: int, noise: np.ndarray, previous: np.ndarray) -> np.ndarray:
+        realised = torch.as_tensor(previous, dtype=torch.float32, device=self.device)
+        if self.targets:
+            target = self.targets[-1]
+            met = (realised - target.detach()).abs() <= self.tolerance * target.detach().abs().clamp_min(1.0)
+            realised = torch.where(met, target, realised)
+        self.previous.append(realised)
+        self.targets.append(self.step(t, noise, realised))
+        return self.targets[-1].detach().cpu().double().numpy()
+
+    def surrogate(self, result: Rollout) -> torch.Tensor:
+        """Σ_t λ_t · x̂_t + μ_t · x_{t-1} with the duals held constant: its gradient is the total cost's."""
+        target_duals = torch.as_tensor(result.target_duals, dtype=torch.float32, device=self.device)
+        state_duals = torch.as_tensor(result.state_duals, dtype=torch.float32, device=self.device)
+        return (target_duals * torch.stack(self.targets, dim=1)).sum() + (
+            state_duals * torch.stack(self.previous, dim=1)
+        ).sum()
 
 
 class TargetNetwork(nn.Module):
@@ -103,7 +135,9 @@ class TSDDR:
         self.lower = torch.as_tensor(stage.state_lower, dtype=torch.float32, device=self.device)
         self.range = torch.as_tensor(stage.state_upper - stage.state_lower, dtype=torch.float32, device=self.device)
         expected = problem.expected_noises()
-        self.noise_scale = torch.as_tensor(np.maximum(np.abs(expected).mean(axis=0), 1e-6), dtype=torch.float32)
+        self.noise_scale = torch.as_tensor(
+            np.maximum(np.abs(expected).mean(axis=0), 1e-6), dtype=torch.float32, device=self.device
+        )
         input_dim = expected.shape[1] + stage.num_states + 3
         self.network = TargetNetwork(
             input_dim, stage.num_states, self.config.hidden_sizes, self.config.policy == "lstm"
@@ -117,30 +151,28 @@ class TSDDR:
 
     # ------------------------------------------------------------------ policy
 
-    def _features(self, t: int, noise: np.ndarray, previous: np.ndarray) -> torch.Tensor:
+    def _features(self, t: int, noise: np.ndarray, previous: torch.Tensor) -> torch.Tensor:
         """Normalised noise, normalised previous state, and the stage's place in the season and horizon."""
-        noise = torch.as_tensor(noise, dtype=torch.float32) / self.noise_scale
-        state = (
-            torch.as_tensor(previous, dtype=torch.float32, device=self.device) - self.lower
-        ) / self.range.clamp_min(1e-9)
+        noise = torch.as_tensor(noise, dtype=torch.float32, device=self.device) / self.noise_scale
+        state = (previous - self.lower) / self.range.clamp_min(1e-9)
         phase = 2 * np.pi * t / self.problem.season_length
         clock = torch.tensor([np.sin(phase), np.cos(phase), t / self.problem.num_stages], dtype=torch.float32)
-        clock = clock.expand(len(previous), 3)
-        return torch.cat([noise.to(self.device), state, clock.to(self.device)], dim=1)
+        return torch.cat([noise, state, clock.to(self.device).expand(len(previous), 3)], dim=1)
 
-    def _policy(self, record: list[torch.Tensor] | None = None):
-        """A rollout policy (fresh memory) returning targets as numpy; `record` collects the differentiable ones."""
+    def _trajectory(self) -> DifferentiableTrajectory:
+        """A fresh rollout policy (new LSTM memory) that records its targets as tensors."""
         memory: list | None = None
 
-        def policy(t: int, noise: np.ndarray, previous: np.ndarray) -> np.ndarray:
+        def step(t: int, noise: np.ndarray, previous: torch.Tensor) -> torch.Tensor:
             nonlocal memory
             unit, memory = self.network(self._features(t, noise, previous), memory)
-            targets = self.lower + self.range * unit
-            if record is not None:
-                record.append(targets)
-            return targets.detach().cpu().double().numpy()
+            if self.config.target_range == "reachable":
+                noise = torch.as_tensor(noise, dtype=torch.float32, device=self.device)
+                lower, upper = self.problem.reachable_states(previous, noise)
+                return lower + (upper - lower) * unit
+            return self.lower + self.range * unit
 
-        return policy
+        return DifferentiableTrajectory(step, self.device)
 
     def target_penalty_at(self, iteration: int, iterations: int) -> float:
         """C_δ during training iteration `iteration` of `iterations`."""
@@ -160,7 +192,7 @@ class TSDDR:
             current = {key: value.clone() for key, value in self.network.state_dict().items()}
             self.network.load_state_dict(self.best_network)
         self.pool.set_target_penalty(self.evaluation_penalty)
-        result = rollout(self.pool, self._policy(), noises, self.problem.initial_state)
+        result = rollout(self.pool, self._trajectory(), noises, self.problem.initial_state)
         if current is not None:
             self.network.load_state_dict(current)
         return result
@@ -168,12 +200,11 @@ class TSDDR:
     # ---------------------------------------------------------------- training
 
     def update(self, noises: np.ndarray, target_penalty: float) -> dict[str, float]:
-        """One gradient step on a batch of scenarios: roll out, then backpropagate Σ_t λ_t · x̂_t."""
+        """One gradient step on a batch of scenarios: roll out, then backpropagate the duals' surrogate."""
         self.pool.set_target_penalty(target_penalty)
-        targets: list[torch.Tensor] = []
-        result = rollout(self.pool, self._policy(targets), noises, self.problem.initial_state)
-        gradients = torch.as_tensor(target_gradients(result), dtype=torch.float32, device=self.device)
-        surrogate = (gradients * torch.stack(targets, dim=1)).sum() / len(noises)
+        trajectory = self._trajectory()
+        result = rollout(self.pool, trajectory, noises, self.problem.initial_state)
+        surrogate = trajectory.surrogate(result) / len(noises)
         self.optimizer.zero_grad()
         surrogate.backward()
         self.optimizer.step()
