@@ -82,3 +82,25 @@ def test_train_online_agents_and_resume(tmp_path, capsys):
 def test_train_online_bad_backend_is_a_clear_error():
     with pytest.raises(SystemExit, match="backend"):
         main(["train", "sac", "--env", "Pendulum-v1", "--backend", "nope", "--no-progress"])
+
+
+def test_train_tsddr_on_a_tiny_synthetic_case(tmp_path, capsys):
+    run_dir = tmp_path / "tsddr"
+    args = ["train", "tsddr", "--case", "synthetic", "--num-stages", "4", "--iterations", "4", "--eval-every", "2"]
+    args += ["--eval-scenarios", "3", "--batch-size", "2", "--validation-scenarios", "2", "--hidden-sizes", "8"]
+    main([*args, "--run-dir", str(run_dir), "--no-progress"])
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["checkpoint"] == str(run_dir / "checkpoint.pt")
+    assert summary["perfect_information_cost_mean"] <= summary["tsddr_cost_mean"] + 1e-6
+    for name in ("config.json", "metrics.csv", "checkpoint.pt", "evaluation.json"):
+        assert (run_dir / name).exists(), name
+    assert len(json.loads((run_dir / "evaluation.json").read_text())["costs"]["tsddr"]) == 3
+    with pytest.raises(SystemExit, match="--resume"):  # the run exists: refuse to overwrite it
+        main([*args, "--run-dir", str(run_dir), "--no-progress"])
+    main([*args, "--iterations", "6", "--resume", "--run-dir", str(run_dir), "--no-progress"])
+    assert (run_dir / "metrics.csv").read_text().splitlines()[-1].startswith("6,")
+
+
+def test_train_tsddr_unknown_case_is_a_clear_error(tmp_path):
+    with pytest.raises(SystemExit, match="neither 'synthetic' nor a folder"):
+        main(["train", "tsddr", "--case", str(tmp_path / "nope"), "--no-progress"])

@@ -6,6 +6,7 @@ from policylab.offline_rl.tsddr.hydro import (
     HistoricalInflows,
     HydroThermalCase,
     LogNormalInflows,
+    hydro_case,
     load_hydropowermodels,
     synthetic_case,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "StageProblem",
     "StageSolution",
     "TSDDRConfig",
+    "hydro_case",
     "load_hydropowermodels",
     "myopic",
     "perfect_information",

@@ -389,3 +389,21 @@ def load_hydropowermodels(
         num_stages=num_stages or table.shape[0],
         flow_to_volume=FLOW_TO_VOLUME_PER_HOUR * stage_hours,
     )
+
+
+def hydro_case(
+    case: str | Path,
+    num_stages: int | None = None,
+    load_scale: float = 1.0,
+    stage_hours: float = 1.0,
+    network: bool = True,
+) -> HydroThermalCase:
+    """`"synthetic"` for `synthetic_case` (24 stages unless `num_stages`), else a HydroPowerModels.jl case folder
+    read by `load_hydropowermodels` with the other settings."""
+    if str(case) == "synthetic":
+        return synthetic_case(num_stages=num_stages or 24)
+    if not Path(case).is_dir():
+        raise FileNotFoundError(
+            f"case {case!r} is neither 'synthetic' nor a folder holding PowerModels.json, hydro.json and inflows.csv"
+        )
+    return load_hydropowermodels(case, num_stages, load_scale, stage_hours, network)

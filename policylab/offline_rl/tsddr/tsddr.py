@@ -227,6 +227,11 @@ class TSDDR:
         """Train for `iterations` gradient steps; validate, keep the best policy and checkpoint every `eval_every`."""
         run = RunDirectory(run_dir) if run_dir is not None else None
         logger = MetricLogger(run.path, tensorboard=False) if run is not None else None
+        if run is not None and run.checkpoint.exists() and not resume:
+            raise FileExistsError(
+                f"{run.path} already holds a run: pass resume=True (--resume) to continue it, "
+                "or choose another run directory"
+            )
         if run is not None and resume and run.checkpoint.exists():
             self.load_state(torch.load(run.checkpoint, weights_only=True))
             logger.truncate_after(self.iteration)
