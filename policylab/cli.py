@@ -23,7 +23,7 @@ from policylab.core.evaluation import evaluate
 from policylab.core.offline import OfflineAgent
 from policylab.core.online import OnlineAgent
 from policylab.core.runs import RunDirectory
-from policylab.offline_rl.tsddr import TSDDR, TSDDRConfig
+from policylab.offline_rl.tsddr import TSDDR, CaseOptions, TSDDRConfig
 
 
 @dataclasses.dataclass
@@ -109,19 +109,9 @@ def _train_offline(agent_class: type[OfflineAgent], command: Any) -> None:
 class TrainTSDDR:
     """Train TS-DDR: a neural decision rule for multi-stage hydrothermal dispatch, trained through stage LP duals."""
 
-    case: str = "synthetic"
-    """"synthetic" (the built-in case) or a folder in HydroPowerModels.jl's layout (PowerModels.json, hydro.json,
-    inflows.csv)"""
+    problem: Annotated[CaseOptions, tyro.conf.arg(name="")] = dataclasses.field(default_factory=CaseOptions)
     iterations: int = 1000
     """gradient steps (each rolls a batch of scenarios through every stage)"""
-    num_stages: int | None = None
-    """stages of the horizon (default: 24 for synthetic, the rows of inflows.csv for a folder)"""
-    load_scale: float = 1.0
-    """multiplies every load of a case folder (the TS-DDR paper's Bolivian runs use 0.6)"""
-    stage_hours: float = 1.0
-    """water balance K = 0.0036 · stage_hours for a case folder"""
-    network: bool = True
-    """DC power flow over a case folder's branches (False: one balance per bus)"""
     eval_every: int = 50
     """steps between validations (the best validated policy is kept) and checkpoints"""
     eval_scenarios: int = 100
@@ -138,9 +128,9 @@ class TrainTSDDR:
 
 
 def _train_tsddr(command: TrainTSDDR) -> None:
-    from policylab.offline_rl.tsddr import hydro_case, myopic, perfect_information
+    from policylab.offline_rl.tsddr import myopic, perfect_information
 
-    problem = hydro_case(command.case, command.num_stages, command.load_scale, command.stage_hours, command.network)
+    problem = command.problem.build()
     run_dir = command.run_dir or Path("runs") / f"tsddr-{problem.name}-s{command.config.seed}"
     agent = TSDDR(problem, command.config)
     agent.fit(command.iterations, command.eval_every, run_dir=run_dir, resume=command.resume, progress=command.progress)

@@ -3,10 +3,10 @@
 from policylab.offline_rl.tsddr.baselines import myopic, perfect_information, rolling_horizon
 from policylab.offline_rl.tsddr.horizon import HorizonProblem
 from policylab.offline_rl.tsddr.hydro import (
+    CaseOptions,
     HistoricalInflows,
     HydroThermalCase,
     LogNormalInflows,
-    hydro_case,
     load_hydropowermodels,
     synthetic_case,
 )
@@ -16,6 +16,7 @@ from policylab.offline_rl.tsddr.tsddr import TSDDR, DifferentiableTrajectory, TS
 
 __all__ = [
     "TSDDR",
+    "CaseOptions",
     "DifferentiableTrajectory",
     "HistoricalInflows",
     "HorizonProblem",
@@ -28,7 +29,6 @@ __all__ = [
     "StageProblem",
     "StageSolution",
     "TSDDRConfig",
-    "hydro_case",
     "load_hydropowermodels",
     "myopic",
     "perfect_information",
