@@ -145,17 +145,22 @@ def evaluate_population(
     seed: int = 0,
     backend: str = "auto",
     max_episode_steps: int | None = None,
+    **env_kwargs: Any,
 ) -> PopulationResult:
     """One episode per (member, repeat) for all P members at once: the population's stacked weights run as one
     batched network against one batched env of P × `episodes_per_member` envs; envs whose episode has ended are
     masked out until the last one ends. Env k = member * episodes_per_member + repeat.
 
     `params` is (P, policy_spec.num_params); the network's outputs in [-1, 1] (tanh) are scaled to the action
-    bounds. `max_episode_steps` shortens episodes (e.g. 250 for omnidirectional Ant).
+    bounds. `max_episode_steps` shortens episodes (e.g. 250 for omnidirectional Ant); other keyword arguments go to
+    `make_vec_env` (e.g. `num_threads` of the mujoco backend). On backends that seed each env
+    on its own (mujoco, torch, gymnasium), env k starts from the initial state of seed + k alone, so members
+    [a, b) evaluated with seed + a * episodes_per_member equal rows [a, b) of the whole population's result.
     """
     population = params.shape[0]
     num_envs = population * episodes_per_member
-    env_kwargs = {} if max_episode_steps is None else {"max_episode_steps": max_episode_steps}
+    if max_episode_steps is not None:
+        env_kwargs["max_episode_steps"] = max_episode_steps
     returns, lengths = np.zeros(num_envs), np.zeros(num_envs, dtype=np.int64)
     final_xy, contact_steps = np.zeros((num_envs, 2)), None
     with make_vec_env(env_id, num_envs, backend=backend, seed=seed, **env_kwargs) as envs:
@@ -171,7 +176,7 @@ def evaluate_population(
         low = torch.as_tensor(action_space.low, device=params.device)
         high = torch.as_tensor(action_space.high, device=params.device)
         layers = policy_spec.stack(params)
-        observations, _ = envs.reset()
+        observations, _ = envs.reset(seed=[seed + env for env in range(num_envs)] if envs.seeds_each_env else None)
         running = np.ones(num_envs, dtype=bool)
         while running.any():
             inputs = torch.as_tensor(to_numpy(observations), dtype=params.dtype, device=params.device)

@@ -57,8 +57,8 @@ def test_behaviour_statistics_equal_a_hand_loop_over_the_engine():
     networks = [SPEC.to_module(params[member]).double().requires_grad_(False) for member in range(4)]
     contact_steps, final_x = np.zeros(4), np.zeros(4)
     lengths, running = np.zeros(4), np.ones(4, dtype=bool)
-    with MujocoVecEnv("Hopper-v5", 4, seed=seed) as engine:
-        observations, _ = engine.reset()
+    with MujocoVecEnv("Hopper-v5", 4) as engine:
+        observations, _ = engine.reset(seed=[seed + env for env in range(4)])  # env k is seeded seed + k
         while running.any():
             actions = np.stack([net(torch.as_tensor(obs)).numpy() for net, obs in zip(networks, observations)])
             observations, _, terminated, truncated, info = engine.step(actions)
@@ -74,6 +74,24 @@ def test_behaviour_statistics_equal_a_hand_loop_over_the_engine():
     np.testing.assert_allclose(result.final_xy[:, 0, 0], final_x)
     assert (result.final_xy[:, :, 1] == 0).all()  # planar task
     assert 0 < result.mean_feet_contact.mean() < 1
+
+
+@pytest.mark.parametrize(
+    ("env_id", "backend", "spec"),
+    [
+        ("Hopper-v5", "mujoco", SPEC),
+        ("Pendulum-v1", "torch", PopulationMLP(3, 1, hidden_sizes=(8,))),
+        ("Pendulum-v1", "gymnasium", PopulationMLP(3, 1, hidden_sizes=(8,))),
+    ],
+)
+def test_a_shard_equals_its_rows_of_the_whole_population(env_id, backend, spec):
+    params, repeats, seed = spec.initial_params(5, torch.Generator().manual_seed(4)), 2, 11
+    run = dict(policy_spec=spec, env_id=env_id, episodes_per_member=repeats, backend=backend, max_episode_steps=60)
+    whole = evaluate_population(params, seed=seed, **run)
+    shard = evaluate_population(params[2:4], seed=seed + 2 * repeats, **run)
+    np.testing.assert_array_equal(shard.returns, whole.returns[2:4])
+    np.testing.assert_array_equal(shard.lengths, whole.lengths[2:4])
+    assert len(np.unique(whole.returns)) == whole.returns.size  # every env started from its own state
 
 
 def test_mismatched_policy_is_refused():

@@ -7,11 +7,13 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from policylab.core.envs.vector import SAME_STEP, VecEnv
+from policylab.core.envs.vector import SAME_STEP, VecEnv, check_env_seeds
 
 
 class GymnasiumVecEnv(VecEnv):
     """`gymnasium.make_vec` with same-step auto-reset; `final_obs` is made a dense batch-first array."""
+
+    seeds_each_env = True
 
     def __init__(
         self, env_id: str, num_envs: int, seed: int | None = None, asynchronous: bool = False, **env_kwargs: Any
@@ -30,12 +32,15 @@ class GymnasiumVecEnv(VecEnv):
         self.observation_space, self.action_space = self.env.observation_space, self.env.action_space
         self._first_seed = seed
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict]:
-        """Reset every env; env i is seeded `seed + i` (the constructor's seed on the first reset)."""
+    def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict]:
+        """Reset every env; env i is seeded `seed + i`, or `seed[i]` given one seed per env (the constructor's seed
+        on the first reset)."""
         if seed is None:
             seed, self._first_seed = self._first_seed, None
+        if isinstance(seed, list | tuple | np.ndarray):
+            seed = check_env_seeds(seed, self.num_envs)
         if seed is not None:
-            self.action_space.seed(seed)
+            self.action_space.seed(seed if isinstance(seed, int) else seed[0])
         return self.env.reset(seed=seed, options=options)
 
     def step(self, actions: Any) -> tuple[Any, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from mujoco import rollout
 
-from policylab.core.envs.vector import VecEnv
+from policylab.core.envs.vector import VecEnv, check_env_seeds
 
 ASSETS = pathlib.Path(gym.__file__).parent / "envs" / "mujoco" / "assets"
 FULL_PHYSICS = mujoco.mjtState.mjSTATE_FULLPHYSICS
@@ -348,6 +348,7 @@ class MujocoVecEnv(VecEnv):
     """
 
     backend = "mujoco"
+    seeds_each_env = True
 
     def __init__(
         self,
@@ -390,12 +391,21 @@ class MujocoVecEnv(VecEnv):
         self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, num_envs)
         self.action_space = gym.vector.utils.batch_space(self.single_action_space, num_envs)
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
-        """Start a new episode in every env; `seed` reseeds the reset noise."""
+    def reset(
+        self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict]:
+        """Start a new episode in every env; `seed` reseeds the reset noise, and a list of one seed per env draws
+        env i's initial state from its own seed (later resets draw from a generator seeded with the list)."""
+        initial_state = None
+        if isinstance(seed, list | tuple | np.ndarray):
+            seeds = check_env_seeds(seed, self.num_envs)
+            states = [self.task.sample_initial_state(np.random.default_rng(each), 1) for each in seeds]
+            initial_state = tuple(np.concatenate(parts) for parts in zip(*states))
+            seed = seeds
         if seed is not None:
             self._rng = np.random.default_rng(seed)
-            self.action_space.seed(seed)
-        self._reset_rows(np.arange(self.num_envs))
+            self.action_space.seed(seed if initial_state is None else seed[0])
+        self._reset_rows(np.arange(self.num_envs), initial_state)
         return self._observe(), self._state_info(np.zeros((self.num_envs, len(self.task.feet)), dtype=bool))
 
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
@@ -471,8 +481,8 @@ class MujocoVecEnv(VecEnv):
     def close(self, **kwargs: Any) -> None:
         self.physics.close()
 
-    def _reset_rows(self, rows: np.ndarray) -> None:
-        qpos, qvel = self.task.sample_initial_state(self._rng, len(rows))
+    def _reset_rows(self, rows: np.ndarray, initial_state: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+        qpos, qvel = initial_state or self.task.sample_initial_state(self._rng, len(rows))
         self._states[rows] = 0.0
         self._qpos[rows], self._qvel[rows] = qpos, qvel
         self._warmstarts[rows] = 0.0

@@ -18,7 +18,7 @@ import torch
 from gymnasium.envs.classic_control import CartPoleEnv, PendulumEnv
 from gymnasium.vector.utils import batch_space
 
-from policylab.core.envs.vector import VecEnv
+from policylab.core.envs.vector import VecEnv, check_env_seeds
 
 
 def torch_dtype(numpy_dtype: np.dtype | type) -> torch.dtype:
@@ -49,6 +49,7 @@ class TorchVecEnv(VecEnv):
 
     backend = "torch"
     returns_tensors = True
+    seeds_each_env = True
     state_shape: tuple[int, ...]
     state_dtype: torch.dtype = torch.float64
     max_episode_steps: int
@@ -97,11 +98,18 @@ class TorchVecEnv(VecEnv):
         raise NotImplementedError
 
     def reset(
-        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+        self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
     ) -> tuple[torch.Tensor, dict[str, Any]]:
-        """Start a new episode in every env, reseeding the generator first when `seed` is given."""
+        """Start a new episode in every env, reseeding the generator first when `seed` is given; with one seed per
+        env, env i's initial state is drawn from its own seed (later resets go on from the last one's stream)."""
         if options:
             raise ValueError(f"{self.env_id} (torch backend) takes no reset options, got {sorted(options)}")
+        if isinstance(seed, list | tuple | np.ndarray):
+            states = []
+            for each in check_env_seeds(seed, self.num_envs):
+                self.generator.manual_seed(each)
+                states.append(self._sample_initial_state(1))
+            return self.set_state(torch.cat(states)), {}
         if seed is not None:
             self.generator.manual_seed(seed)
         return self.set_state(self._sample_initial_state(self.num_envs)), {}

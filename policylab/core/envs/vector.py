@@ -32,6 +32,9 @@ class VecEnv(gym.vector.VectorEnv):
     backend: str
     returns_tensors: bool = False
     """whether observations, rewards and flags come back as torch tensors (else numpy arrays)"""
+    seeds_each_env: bool = False
+    """whether `reset(seed=[s_0, ..., s_n-1])` starts env i from the initial state of seed s_i alone, whatever the
+    batch (so a slice of a batch equals a smaller batch reset with the slice's seeds)"""
 
     def __enter__(self) -> VecEnv:
         return self
@@ -51,6 +54,14 @@ class VecEnv(gym.vector.VectorEnv):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from what `state_dict` returned."""
         raise NotImplementedError(f"the {self.backend} backend cannot restore its state")
+
+
+def check_env_seeds(seeds: Any, num_envs: int) -> list[int]:
+    """A list of one integer seed per env, or a clear error."""
+    seeds = [int(seed) for seed in seeds]
+    if len(seeds) != num_envs:
+        raise ValueError(f"reset got {len(seeds)} seeds for {num_envs} envs: pass one seed per env, or one int")
+    return seeds
 
 
 def to_numpy(array: Any) -> np.ndarray:
@@ -82,8 +93,9 @@ class TorchArrays(VecEnv):
         self.single_observation_space, self.single_action_space = env.single_observation_space, env.single_action_space
         self.observation_space, self.action_space = env.observation_space, env.action_space
         self.metadata = env.metadata
+        self.seeds_each_env = env.seeds_each_env
 
-    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict]:
+    def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict]:
         observations, info = self.env.reset(seed=seed, options=options)
         return to_torch(observations, self.device), to_torch(info, self.device)
 
