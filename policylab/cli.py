@@ -3,6 +3,7 @@
 policylab train td3bc --dataset gen/pendulum-scripted-v0 --steps 20000 --seed 0
 policylab train sac --env Hopper-v5 --steps 1000000 --seed 0
 policylab train tsddr --case synthetic --iterations 300
+policylab evolve ga --env Hopper-v5 --generations 100 --backend local
 policylab eval runs/td3bc-pendulum-scripted-v0-s0/agent.pt --env Pendulum-v1 --episodes 10
 policylab data list
 policylab data make gen/hopper-medium-v0 --size 100000
@@ -17,6 +18,7 @@ from typing import Annotated, Any, Union
 import tyro
 
 import policylab
+from policylab.cli_evolve import EVOLVE_COMMANDS, run_evolution
 from policylab.core.agent import Agent, registered_agents
 from policylab.core.data import load_dataset
 from policylab.core.evaluation import evaluate
@@ -270,9 +272,15 @@ def main(args: list[str] | None = None) -> None:
             card = {key: decoded(value) for key, value in dataset.metadata.items()}
             print(json.dumps(dataset.summary() | {"metadata": card}, indent=2, default=str))
 
+    evolve_type = _subcommands(EVOLVE_COMMANDS)
+
+    def evolve(command: tyro.conf.OmitSubcommandPrefixes[Annotated[evolve_type, tyro.conf.arg(name="")]]) -> None:
+        """Evolve a policy with a population method."""
+        run_evolution(command)
+
     try:
         tyro.extras.subcommand_cli_from_dict(
-            {"train": train, "eval": eval_, "data": data},
+            {"train": train, "eval": eval_, "evolve": evolve, "data": data},
             prog="policylab",
             description=f"policylab {policylab.__version__}: reinforcement learning for control research.",
             args=args,

@@ -105,7 +105,7 @@ class RayEvaluator:
 
     def evaluate(self, genomes: Sequence[Genome], episodes: int, seed: int) -> Evaluations:
         """Evaluations of `genomes`, in order, whatever actors die on the way."""
-        bounds = np.linspace(0, len(genomes), len(self.workers) + 1).astype(int)
+        bounds = np.linspace(0, len(genomes), len(self.workers) + 1).astype(int).tolist()
         shards = [(start, stop) for start, stop in zip(bounds[:-1], bounds[1:]) if stop > start]
         pending = {}
         for index, (start, stop) in enumerate(shards):
