@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Iterable, Sequence
+from typing import NamedTuple
 
 import torch
 from torch import nn
@@ -308,16 +309,12 @@ class TanhGaussianActor(nn.Module):
         self.head = nn.Linear(hidden_sizes[-1], 2 * action_dim)
         self.log_std_bounds = log_std_bounds
         # The action-independent part of the log-density (see `_log_density`), fixed by the bounds.
-        self._log_density_constant = float(
-            -action_dim * (0.5 * math.log(2 * math.pi) + 2.0 * math.log(2.0)) - self.scaler.scale.log().sum()
-        )
+        self._log_density_constant = float(-action_dim * _TANH_GAUSSIAN_NORMALISER - self.scaler.scale.log().sum())
 
     def distribution(self, observations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and log-std of the Gaussian before squashing."""
         mean, log_std = self.head(self.trunk(observations)).chunk(2, dim=-1)
-        low, high = self.log_std_bounds
-        # smooth clamp to [low, high], as CleanRL's SAC: low + (high − low)·(tanh(x) + 1)/2
-        return mean, torch.add(torch.tanh(log_std), 1.0 + 2.0 * low / (high - low)).mul_(0.5 * (high - low))
+        return mean, bounded_log_std(log_std, self.log_std_bounds)
 
     def forward(self, observations: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """A reparameterised action in the env's bounds and its log-density."""
@@ -344,13 +341,132 @@ class TanhGaussianActor(nn.Module):
         return self._log_density(pre_tanh, (pre_tanh - mean) * torch.exp(-log_std), log_std)
 
     def _log_density(self, pre_tanh: torch.Tensor, noise: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
-        """Density of the action tanh(u)·scale + bias with u = mean + std·noise, by the change of variables:
-        Σ [log N(noise) − log std − log(1 − tanh²u) − log scale], where
-        log(1 − tanh²u) = 2·(log 2 − u − softplus(−2u)). The constants are summed once, at construction."""
-        per_dimension = (
-            (pre_tanh + F.softplus(-2.0 * pre_tanh)).mul_(2.0).sub_(log_std).addcmul_(noise, noise, value=-0.5)
+        """Log-density of the action tanh(u)·scale + bias (`tanh_gaussian_log_density_terms`); the constants are
+        summed once, at construction."""
+        return tanh_gaussian_log_density_terms(pre_tanh, noise, log_std).sum(-1) + self._log_density_constant
+
+
+# The action-independent part of a tanh-Gaussian's log-density per dimension, before −log scale.
+_TANH_GAUSSIAN_NORMALISER = 0.5 * math.log(2 * math.pi) + 2.0 * math.log(2.0)
+
+
+def bounded_log_std(raw: torch.Tensor, bounds: tuple[float, float]) -> torch.Tensor:
+    """A network output smoothly clamped to log-std `bounds`, as CleanRL's SAC: low + (high − low)·(tanh x + 1)/2."""
+    low, high = bounds
+    return torch.add(torch.tanh(raw), 1.0 + 2.0 * low / (high - low)).mul_(0.5 * (high - low))
+
+
+def tanh_gaussian_log_density_terms(pre_tanh: torch.Tensor, noise: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    """Per dimension, the action-dependent part of the log-density of tanh(u)·scale + bias with u = mean + std·noise,
+    by the change of variables: log N(noise) − log std − log(1 − tanh²u) − log scale, where
+    log(1 − tanh²u) = 2·(log 2 − u − softplus(−2u)); the constants (`_TANH_GAUSSIAN_NORMALISER`, log scale) are left
+    to the caller."""
+    return (pre_tanh + F.softplus(-2.0 * pre_tanh)).mul_(2.0).sub_(log_std).addcmul_(noise, noise, value=-0.5)
+
+
+class ExpertSamples(NamedTuple):
+    """One reparameterised action from every expert of a mixture, with the gate that weighs them."""
+
+    actions: torch.Tensor  # [batch, experts, action_dim], in the env's bounds
+    log_probs: torch.Tensor  # [batch, experts]: each expert's log-density of its own action
+    gate_logits: torch.Tensor  # [batch, experts]
+
+
+def take_expert(values: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
+    """Row i of `values` ([batch, experts, ...]) at expert `experts[i]`: [batch, ...]."""
+    index = experts.reshape(-1, 1, *([1] * (values.dim() - 2))).expand(-1, 1, *values.shape[2:])
+    return values.gather(1, index).squeeze(1)
+
+
+class MixtureTanhGaussianActor(nn.Module):
+    """PMOE's policy (Ren et al., 2021): K tanh-Gaussian experts, whose means and log-stds are heads on one shared
+    trunk, mixed by a softmax gate computed from the trunk's features with their gradient stopped (the gate is
+    trained by its own loss, not through the trunk). Acting samples an expert from the gate, then its action; the
+    deterministic action is tanh(mean) of the gate's most probable expert."""
+
+    def __init__(
+        self,
+        observation_dim: int,
+        action_low: torch.Tensor | Sequence[float],
+        action_high: torch.Tensor | Sequence[float],
+        num_experts: int = 4,
+        hidden_sizes: Sequence[int] = (256, 256),
+        log_std_bounds: tuple[float, float] = (-5.0, 2.0),
+        activation: Activation = nn.ReLU,
+    ) -> None:
+        super().__init__()
+        if num_experts < 1:
+            raise ValueError(f"a mixture needs at least one expert, got num_experts={num_experts}")
+        self.scaler = ActionScaler(action_low, action_high)
+        self.num_experts, self.action_dim = num_experts, self.scaler.scale.numel()
+        self.trunk = mlp(observation_dim, hidden_sizes[-1], hidden_sizes[:-1], activation, output_activation=activation)
+        self.heads = nn.Linear(hidden_sizes[-1], num_experts * 2 * self.action_dim)
+        self.gate = nn.Linear(hidden_sizes[-1], num_experts)
+        self.log_std_bounds = log_std_bounds
+        # Per action dimension, the log-density's constant (see `tanh_gaussian_log_density_terms`).
+        self.register_buffer(
+            "_log_density_constant", -_TANH_GAUSSIAN_NORMALISER - self.scaler.scale.log(), persistent=False
         )
-        return per_dimension.sum(-1) + self._log_density_constant
+
+    def forward(self, observations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Every expert's mean and log-std before squashing ([batch, experts, action_dim]) and the gate's logits."""
+        features = self.trunk(observations)
+        mean, log_std = self.heads(features).unflatten(-1, (self.num_experts, 2, self.action_dim)).unbind(-2)
+        return mean, bounded_log_std(log_std, self.log_std_bounds), self.gate(features.detach())
+
+    def gate_weights(self, observations: torch.Tensor) -> torch.Tensor:
+        """The gate's probability of each expert: [batch, experts]."""
+        return torch.softmax(self.gate(self.trunk(observations).detach()), dim=-1)
+
+    def sample_experts(self, observations: torch.Tensor) -> ExpertSamples:
+        """A reparameterised action from every expert and its log-density under that expert."""
+        mean, log_std, gate_logits = self(observations)
+        noise = torch.randn_like(mean)
+        pre_tanh = torch.addcmul(mean, log_std.exp(), noise)
+        log_probs = self._log_density(pre_tanh, noise, log_std).sum(-1)
+        return ExpertSamples(self._squash(pre_tanh), log_probs, gate_logits)
+
+    def expert_log_prob(
+        self, observations: torch.Tensor, actions: torch.Tensor, per_dimension: bool = False
+    ) -> torch.Tensor:
+        """Log-density of in-bounds `actions` ([batch, action_dim]) under every expert: [batch, experts], or per
+        action dimension [batch, experts, action_dim] (each dimension's marginal, as the experts are diagonal)."""
+        return self._expert_log_prob(self(observations)[:2], actions, per_dimension)
+
+    def log_prob(self, observations: torch.Tensor, actions: torch.Tensor, gate_gradient: bool = True) -> torch.Tensor:
+        """The mixture's log-density log Σ_k w_k(s)·π_k(a|s) of in-bounds `actions`: [batch]. Without
+        `gate_gradient` the gate's weights enter as constants."""
+        mean, log_std, gate_logits = self(observations)
+        log_weights = torch.log_softmax(gate_logits if gate_gradient else gate_logits.detach(), dim=-1)
+        return torch.logsumexp(log_weights + self._expert_log_prob((mean, log_std), actions), dim=-1)
+
+    def act(self, observations: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        """An action in the env's bounds: an expert drawn from the gate (its most probable one when `deterministic`)
+        and that expert's sample (its tanh(mean) when `deterministic`)."""
+        mean, log_std, gate_logits = self(observations)
+        if deterministic:
+            experts = gate_logits.argmax(-1)
+        else:
+            experts = torch.multinomial(torch.softmax(gate_logits, dim=-1), 1).squeeze(-1)
+        pre_tanh = take_expert(mean, experts)
+        if not deterministic:
+            pre_tanh = torch.addcmul(pre_tanh, take_expert(log_std, experts).exp(), torch.randn_like(pre_tanh))
+        return self._squash(pre_tanh)
+
+    def _squash(self, pre_tanh: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(self.scaler.bias, torch.tanh(pre_tanh), self.scaler.scale)
+
+    def _log_density(self, pre_tanh: torch.Tensor, noise: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+        return tanh_gaussian_log_density_terms(pre_tanh, noise, log_std) + self._log_density_constant
+
+    def _expert_log_prob(
+        self, distribution: tuple[torch.Tensor, torch.Tensor], actions: torch.Tensor, per_dimension: bool = False
+    ) -> torch.Tensor:
+        mean, log_std = distribution
+        squashed = self.scaler.inverse(actions).clamp(-1.0 + 1e-6, 1.0 - 1e-6)  # away from the tanh asymptotes
+        pre_tanh = torch.atanh(squashed).unsqueeze(-2).expand_as(mean)
+        per_dimensions = self._log_density(pre_tanh, (pre_tanh - mean) * torch.exp(-log_std), log_std)
+        return per_dimensions if per_dimension else per_dimensions.sum(-1)
 
 
 def gaussian_log_prob(x: torch.Tensor, mean: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:

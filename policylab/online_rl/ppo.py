@@ -66,6 +66,13 @@ class PPOConfig(OnlineConfig):
     """hidden layer widths of actor and critic (tanh)"""
 
 
+def value_network(observation_dim: int, hidden_sizes: tuple[int, ...]) -> nn.Sequential:
+    """V(s) as a tanh MLP, orthogonally initialised with gain 1 on its output (CleanRL's critic)."""
+    value = orthogonal_init(mlp(observation_dim, 1, hidden_sizes, nn.Tanh))
+    orthogonal_init(value[-1], gain=1.0)
+    return value
+
+
 class ActorCritic(nn.Module):
     """Separate tanh MLPs for the policy head and the value, orthogonally initialised (CleanRL's `Agent`)."""
 
@@ -73,8 +80,7 @@ class ActorCritic(nn.Module):
         super().__init__()
         self.head = orthogonal_init(mlp(observation_dim, policy_outputs, hidden_sizes, nn.Tanh))
         orthogonal_init(self.head[-1], gain=0.01)
-        self.value = orthogonal_init(mlp(observation_dim, 1, hidden_sizes, nn.Tanh))
-        orthogonal_init(self.value[-1], gain=1.0)
+        self.value = value_network(observation_dim, hidden_sizes)
 
     def log_prob_entropy_value(
         self, observations: torch.Tensor, actions: torch.Tensor
@@ -152,18 +158,22 @@ class PPO(OnlineAgent):
         if cfg.rollout_steps * cfg.num_envs < cfg.num_minibatches:
             raise ValueError("rollout_steps × num_envs must be at least num_minibatches")
         observation_dim = self.observation_space.shape[0]
-        if isinstance(self.action_space, gym.spaces.Box) and len(self.action_space.shape) == 1:
-            self.policy = GaussianPolicy(observation_dim, self.action_space.shape[0], cfg.hidden_sizes).to(device)
-        elif isinstance(self.action_space, gym.spaces.Discrete) and self.action_space.start == 0:
-            self.policy = CategoricalPolicy(observation_dim, int(self.action_space.n), cfg.hidden_sizes).to(device)
-        else:
-            raise ValueError(f"PPO takes a flat Box or a Discrete action space starting at 0, got {self.action_space}")
+        self.policy = self._build_policy(observation_dim).to(device)
         self.observation_normalizer = RunningNormalizer(observation_dim).to(device)
         self.return_normalizer = RunningNormalizer(()).to(device)
         self.optimizer = adam(self.policy.parameters(), lr=cfg.learning_rate, eps=1e-5)
         self.buffer: RolloutBuffer | None = None
         self._discounted_returns = torch.zeros(cfg.num_envs, device=device)
         self._total_iterations = 1
+
+    def _build_policy(self, observation_dim: int) -> ActorCritic:
+        """The policy and value networks for the action space (a variant may bring its own)."""
+        hidden_sizes = self.config.hidden_sizes
+        if isinstance(self.action_space, gym.spaces.Box) and len(self.action_space.shape) == 1:
+            return GaussianPolicy(observation_dim, self.action_space.shape[0], hidden_sizes)
+        if isinstance(self.action_space, gym.spaces.Discrete) and self.action_space.start == 0:
+            return CategoricalPolicy(observation_dim, int(self.action_space.n), hidden_sizes)
+        raise ValueError(f"PPO takes a flat Box or a Discrete action space starting at 0, got {self.action_space}")
 
     def _normalize(self, observations: torch.Tensor) -> torch.Tensor:
         return self.observation_normalizer(observations) if self.config.normalize_observations else observations
@@ -226,7 +236,8 @@ class PPO(OnlineAgent):
         """Clipped-surrogate epochs over the rollout in the buffer."""
         cfg = self.config
         minibatch_size = (cfg.rollout_steps * cfg.num_envs) // cfg.num_minibatches
-        totals = torch.zeros(6, device=self.device)  # policy, value, entropy losses, approx KL, clip fraction, count
+        totals = None  # policy, value, entropy losses, approx KL, clip fraction, count, then a variant's metrics
+        auxiliary_names: list[str] = []
         for _ in range(cfg.update_epochs):
             for batch in self.buffer.minibatches(minibatch_size):
                 log_probs, entropy, values = self.policy.log_prob_entropy_value(batch["observations"], batch["actions"])
@@ -245,6 +256,9 @@ class PPO(OnlineAgent):
                 value_loss = 0.5 * value_error.mean()
                 entropy_loss = entropy.mean()
                 loss = policy_loss - cfg.entropy_coef * entropy_loss + cfg.value_coef * value_loss
+                auxiliary_loss, auxiliary_metrics = self._auxiliary_loss(batch)
+                if auxiliary_loss is not None:
+                    loss = loss + auxiliary_loss
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
@@ -253,7 +267,7 @@ class PPO(OnlineAgent):
                 with torch.no_grad():
                     approx_kl = ((ratio - 1) - log_ratio).mean()
                     clip_fraction = ((ratio - 1.0).abs() > cfg.clip_coef).float().mean()
-                    totals += torch.stack(
+                    step_metrics = torch.stack(
                         [
                             policy_loss.detach(),
                             value_loss.detach(),
@@ -261,18 +275,25 @@ class PPO(OnlineAgent):
                             approx_kl,
                             clip_fraction,
                             torch.ones((), device=self.device),
+                            *auxiliary_metrics.values(),
                         ]
                     )
+                    totals = step_metrics if totals is None else totals + step_metrics
+                    auxiliary_names = list(auxiliary_metrics)
             if cfg.target_kl is not None and approx_kl.item() > cfg.target_kl:
                 break
-        means = totals[:5] / totals[5]
+        means = torch.cat([totals[:5], totals[6:]]) / totals[5]
         returns, values = self.buffer.returns.flatten(), self.buffer.values.flatten()
         explained_variance = 1.0 - (returns - values).var() / returns.var().clamp_min(1e-8)
-        names = ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction")
-        metrics = {f"train/{name}": value for name, value in zip(names, means)}
+        names = [f"train/{name}" for name in ("policy_loss", "value_loss", "entropy", "approx_kl", "clip_fraction")]
+        metrics = dict(zip(names + auxiliary_names, means))
         metrics["train/explained_variance"] = explained_variance
         metrics["train/learning_rate"] = torch.tensor(self.optimizer.param_groups[0]["lr"])
         return metrics
+
+    def _auxiliary_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
+        """A loss a variant adds to each minibatch's (PMOE's gate and auxiliary Q), with its metrics (full names)."""
+        return None, {}
 
     # -- resumable state -----------------------------------------------------------------------------
 

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+from typing import NamedTuple
 
 import gymnasium as gym
+import numpy as np
 import torch
 from torch import nn
 
@@ -55,6 +57,16 @@ class SACConfig(OnlineConfig):
     """hidden layer widths of actor and critics"""
 
 
+class PolicySample(NamedTuple):
+    """What the actor's loss is taken at: reparameterised actions, their log-densities (which also drive α), a loss
+    a variant adds to the actor's (PMOE's gate loss) and that variant's metrics."""
+
+    actions: torch.Tensor
+    log_probs: torch.Tensor
+    auxiliary_loss: torch.Tensor | None
+    metrics: dict[str, torch.Tensor]
+
+
 class LogEntropyCoefficient(nn.Module):
     """log α as a module, so it is saved and optimised like the networks."""
 
@@ -77,7 +89,7 @@ class SAC(OnlineAgent):
         cfg, device = self.config, self.device
         observation_dim, action_dim = self.observation_space.shape[0], self.action_space.shape[0]
         low, high = self.action_space.low, self.action_space.high
-        self.actor = TanhGaussianActor(observation_dim, low, high, cfg.hidden_sizes).to(device)
+        self.actor = self._build_actor(observation_dim, low, high).to(device)
         self.critic = EnsembleCritic(observation_dim, action_dim, cfg.hidden_sizes, num_critics=2).to(device)
         self.critic_target = copy.deepcopy(self.critic)
         freeze([self.critic_target])
@@ -89,6 +101,10 @@ class SAC(OnlineAgent):
         self.target_entropy = cfg.target_entropy if cfg.target_entropy is not None else -float(action_dim)
         self.buffer: ReplayBuffer | None = None
         self._pending_updates = 0.0
+
+    def _build_actor(self, observation_dim: int, low: np.ndarray, high: np.ndarray) -> nn.Module:
+        """The policy network (a variant may use another with the same `act`, `log_prob` and `scaler`)."""
+        return TanhGaussianActor(observation_dim, low, high, self.config.hidden_sizes)
 
     def _policy(self, observations: torch.Tensor, deterministic: bool) -> torch.Tensor:
         return self.actor.act(observations, deterministic=deterministic)
@@ -138,7 +154,8 @@ class SAC(OnlineAgent):
         cfg = self.config
         observations, actions, rewards, next_observations, terminals, _ = batch
 
-        policy_actions, log_probs = self.actor(observations)
+        policy = self._policy_sample(observations)
+        log_probs = policy.log_probs
         if cfg.autotune_entropy:
             # The α loss −log α·(log π + target entropy), batch-averaged, has this gradient in log α;
             # set directly, it spares a backward pass.
@@ -147,7 +164,7 @@ class SAC(OnlineAgent):
         alpha = self.log_alpha.value.detach().exp()
 
         with torch.no_grad():
-            next_actions, next_log_probs = self.actor(next_observations)
+            next_actions, next_log_probs = self._next_policy_sample(next_observations)
             next_q = self.critic_target(next_observations, next_actions).min(dim=0).values
             target_q = rewards + cfg.discount * (1.0 - terminals) * (next_q - alpha * next_log_probs)
         q_values = self.critic(observations, actions)
@@ -156,10 +173,12 @@ class SAC(OnlineAgent):
         critic_loss.backward()
         self.critic_optimizer.step()
 
-        q_policy = self.critic(observations, policy_actions).min(dim=0).values
+        q_policy = self.critic(observations, policy.actions).min(dim=0).values
         actor_loss = (alpha * log_probs - q_policy).mean()
+        total_actor_loss = actor_loss if policy.auxiliary_loss is None else actor_loss + policy.auxiliary_loss
         self.actor_optimizer.zero_grad(set_to_none=True)
-        actor_loss.backward(inputs=self._actor_parameters)  # through the critics to dQ/da only, not their weights
+        # through the critics to dQ/da only, not their weights
+        total_actor_loss.backward(inputs=self._actor_parameters)
         self.actor_optimizer.step()
 
         polyak_update(self.critic_target, self.critic, cfg.tau)
@@ -170,7 +189,16 @@ class SAC(OnlineAgent):
             "train/alpha": alpha,
             "train/entropy": -log_probs.detach().mean(),
             "train/q_mean": q_values.detach().mean(),
+            **policy.metrics,
         }
+
+    def _policy_sample(self, observations: torch.Tensor) -> PolicySample:
+        """The reparameterised actions of the actor's loss and the α step, with their log-densities."""
+        return PolicySample(*self.actor(observations), auxiliary_loss=None, metrics={})
+
+    def _next_policy_sample(self, next_observations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Actions at the next observations for the soft Bellman target, with their log-densities."""
+        return self.actor(next_observations)
 
     # -- resumable state -----------------------------------------------------------------------------
 
