@@ -27,7 +27,7 @@ import tyro
 
 from policylab.core.envs.mujoco_engine import usable_cores
 from policylab.core.files import atomic_write
-from policylab.evolution import GA, GAConfig, PolicyTask, make_evaluator
+from policylab.evolution import GA, GAConfig, PolicyTask
 
 RESULTS = pathlib.Path(__file__).parent / "results"
 
@@ -57,7 +57,7 @@ def measure_policylab(args: Args, backend: str, workers: int) -> dict[str, Any]:
     config = GAConfig(args.population, truncation=max(2, args.population // 10), mutation_power=args.mutation_power)
     config = dataclasses.replace(config, elite_candidates=0, seed=args.seed)
     torch.set_num_threads(workers if backend == "local" else 1)
-    ga = GA(task, config, make_evaluator(task, args.mutation_power, backend, workers))
+    ga = GA(task, config, backend=backend, workers=workers)
     try:
         ga.step()  # warm-up: envs, actors
         steps_before, start = ga.env_steps, time.perf_counter()

@@ -15,7 +15,7 @@ import tyro
 
 from policylab.core.evaluation import evaluate
 from policylab.core.runs import RunDirectory
-from policylab.evolution import GA, GAConfig, PolicyTask, make_evaluator
+from policylab.evolution import GA, GAConfig, PolicyTask
 
 
 @dataclasses.dataclass
@@ -59,8 +59,7 @@ def run_evolution(command: EvolveGA) -> None:
     task = PolicyTask(
         command.env, command.hidden_sizes, backend=command.env_backend, max_episode_steps=command.max_episode_steps
     )
-    evaluator = make_evaluator(task, config.mutation_power, command.backend, command.workers, command.address)
-    ga = GA(task, config, evaluator)
+    ga = GA(task, config, backend=command.backend, workers=command.workers, address=command.address)
     try:
         history = ga.run(command.generations, run_dir, resume=command.resume, progress=command.progress)
     finally:

@@ -38,6 +38,7 @@ class LocalEvaluator:
 
     def __init__(self, task: Any, mutation_power: float, workers: int | None = None, cache_size: int = 64) -> None:
         self.task = _with_threads(task, workers)
+        self.mutation_power = mutation_power
         self.decoder = GenomeDecoder(self.task.initial_params, mutation_power, cache_size)
 
     def evaluate(self, genomes: Sequence[Genome], episodes: int, seed: int) -> Evaluations:
@@ -94,6 +95,7 @@ class RayEvaluator:
             cpus = None if address else workers * cpus_per_worker
             ray.init(address=address, num_cpus=cpus, include_dashboard=False, log_to_driver=False)
         self.actor_class = ray.remote(num_cpus=cpus_per_worker, max_restarts=0)(ShardWorker)
+        self.mutation_power = mutation_power
         self.actor_arguments = (task, mutation_power, cpus_per_worker, cache_size)
         self.max_failures = max_failures
         self.failures = 0

@@ -7,7 +7,7 @@ search) are the parents; the top `elite_candidates` by fitness and the previous 
 children, each a uniformly chosen parent plus σ·ε. No crossover.
 
     ga = GA(PolicyTask("Hopper-v5"), GAConfig(population_size=256, truncation=20, mutation_power=0.02))
-    ga.run(generations=100, run_dir="runs/ga-hopper")       # the library's evaluator (local or ray)
+    ga.run(generations=100, run_dir="runs/ga-hopper")       # GA(..., backend="ray", workers=16) for Ray actors
     agent = ga.best_agent()                                   # an ordinary agent: act, save, policylab.load
 
     genomes = ga.ask(); ga.tell(my_fitness(ga.parameters(genomes)))   # or evaluate with your own code
@@ -27,7 +27,7 @@ import torch
 
 from policylab.core.logging import MetricLogger, progress_bar
 from policylab.core.runs import RunDirectory
-from policylab.evolution.backends import Evaluator, LocalEvaluator
+from policylab.evolution.backends import Evaluator, make_evaluator
 from policylab.evolution.genomes import SEED_BOUND, Genome, GenomeDecoder, encoding_size_ratio
 from policylab.evolution.novelty import NoveltyArchive
 from policylab.evolution.policy import EvolvedPolicy, EvolvedPolicyConfig
@@ -78,14 +78,26 @@ class GAConfig:
 class GA:
     """The Deep GA with ask/tell: `ask()` gives genomes to evaluate, `tell(fitness)` takes their fitness. A
     generation asks twice when `elite_candidates` > 0: the population (`asked_episodes` = `episodes`), then the
-    elite candidates (`asked_episodes` = `elite_episodes`). `run` and `step` do this with `evaluator` (default:
-    `LocalEvaluator`)."""
+    elite candidates (`asked_episodes` = `elite_episodes`). `run` and `step` do this with the evaluator of
+    `backend` ("local" or "ray"; `workers` and `address` as in `make_evaluator`), made on first use, or with the
+    `evaluator` given."""
 
-    def __init__(self, task: Any, config: GAConfig | None = None, evaluator: Evaluator | None = None) -> None:
+    def __init__(
+        self,
+        task: Any,
+        config: GAConfig | None = None,
+        evaluator: Evaluator | None = None,
+        backend: str = "local",
+        workers: int | None = None,
+        address: str | None = None,
+    ) -> None:
         self.task = task
         self.config = config or GAConfig()
         self.decoder = GenomeDecoder(task.initial_params, self.config.mutation_power, 2 * self.config.truncation + 2)
+        if evaluator is not None and getattr(evaluator, "mutation_power", None) != self.config.mutation_power:
+            raise ValueError("the evaluator decodes genomes with another mutation_power than the GA's config")
         self.evaluator = evaluator
+        self.evaluator_settings = {"backend": backend, "workers": workers, "address": address}
         self.rng = np.random.Generator(np.random.PCG64(self.config.seed))
         self.archive = NoveltyArchive(self.config.novelty_neighbours)
         self.generation = 0
@@ -188,7 +200,9 @@ class GA:
     def step(self) -> dict[str, float]:
         """One generation evaluated by `self.evaluator` (a `LocalEvaluator` unless one was given)."""
         if self.evaluator is None:
-            self.evaluator = LocalEvaluator(self.task, self.config.mutation_power)
+            self.evaluator = make_evaluator(
+                self.task, self.config.mutation_power, cache_size=self.decoder.cache_size, **self.evaluator_settings
+            )
         started = time.perf_counter()
         evaluations_before, stats = self.evaluations, None
         while stats is None:

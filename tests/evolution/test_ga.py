@@ -119,12 +119,13 @@ def ray():
 def test_local_and_ray_give_identical_fitness(ray):
     from policylab.evolution import RayEvaluator
 
-    local = GA(HOPPER, SMALL).run(3, progress=False)
-    evaluator = RayEvaluator(HOPPER, SMALL.mutation_power, workers=2)
+    local = GA(HOPPER, SMALL).run(2, progress=False)
+    ga = GA(HOPPER, SMALL, backend="ray", workers=2)
     try:
-        distributed = GA(HOPPER, SMALL, evaluator).run(3, progress=False)
+        distributed = ga.run(2, progress=False)
     finally:
-        evaluator.close()
+        ga.close()
+    assert isinstance(ga.evaluator, RayEvaluator)
     for name in ("fitness_max", "fitness_mean", "elite_fitness", "env_steps"):
         assert [row[name] for row in distributed] == [row[name] for row in local]
 
