@@ -288,16 +288,23 @@ def plot_volumes(path: Path, parts: dict, settings: Settings, case: HydroThermal
 
     figure, axis = plt.subplots(figsize=(8, 4.5))
     stages = np.arange(1, case.num_stages + 1)
+    colours = dict(zip((*POLICIES, "TS-LDR", "SDDP-DCLL"), ("C0", "C1", "C2", "C3", "C4", "C5")))
     for name in POLICIES:
         if name in parts:
             volume = parts[name]["states"].sum(axis=2).mean(axis=0) / AUTHORS_VOLUME_UNIT
-            axis.plot(stages, volume, label=f"{name} (policylab)")
+            axis.plot(stages, volume, color=colours[name], label=f"{name} (policylab)")
     reference = Path(settings.problem.case) / "DCPPowerModel" / "MeanVolume.csv"
     if settings.problem.case != "synthetic" and reference.exists():
         names = reference.read_text().splitlines()[0].split(",")
         values = np.loadtxt(reference, delimiter=",", skiprows=1, ndmin=2)
         for column, name in enumerate(names):
-            axis.plot(np.arange(1, len(values) + 1), values[:, column], "--", label=f"{name} (authors)")
+            axis.plot(
+                np.arange(1, len(values) + 1),
+                values[:, column],
+                "--",
+                color=colours.get(name),
+                label=f"{name} (authors)",
+            )
     axis.set_xlabel("stage")
     axis.set_ylabel("mean Σ volume / 0.0036")
     axis.set_title(f"{case.name}: mean stored water per stage")
