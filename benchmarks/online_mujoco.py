@@ -18,6 +18,16 @@ value, γ 0.99, λ 0.95, no entropy bonus, 64-64 tanh, orthogonal init, observat
 (SB3's `VecNormalize`). SB3's value clipping uses the clipped prediction alone, policylab takes the larger of
 the clipped and unclipped losses (CleanRL's form).
 
+PMOE (`pmoe-sac`, `pmoe-ppo`, and PMOE-SAC with the gate trained by Gumbel-softmax, `pmoe-sac-gumbel`, or by
+the score function, `pmoe-sac-score`) runs on policylab only, with the settings of its family (SAC's or PPO's)
+and the mixture's defaults; its comparison with the unimodal policies at equal steps goes in its own directory:
+
+    python benchmarks/online_mujoco.py --algorithms sac pmoe-sac ppo pmoe-ppo --frameworks policylab \
+        --sac-steps 200000 --ppo-steps 1001472 --out benchmarks/results/pmoe
+    python benchmarks/online_mujoco.py --algorithms pmoe-sac-gumbel pmoe-sac-score --frameworks policylab \
+        --envs Hopper-v5 --sac-steps 200000 --ppo-steps 1001472 --out benchmarks/results/pmoe
+    python benchmarks/pmoe_mixture_plot.py benchmarks/results/pmoe/work/pmoe-sac-policylab-Hopper-v5-s0
+
 Writes `<out>/online_mujoco.json`, `<out>/online_mujoco.md` and `<out>/online_mujoco.png`.
 """
 
@@ -38,6 +48,15 @@ from policylab.core.files import atomic_write
 
 ALGORITHMS = ("sac", "ppo")
 FRAMEWORKS = ("policylab", "sb3")
+# Every algorithm a run may name, with its family (whose step budget, evaluation interval and settings it takes).
+FAMILIES = {
+    "sac": "sac",
+    "ppo": "ppo",
+    "pmoe-sac": "sac",
+    "pmoe-sac-gumbel": "sac",
+    "pmoe-sac-score": "sac",
+    "pmoe-ppo": "ppo",
+}
 
 
 @dataclasses.dataclass
@@ -47,7 +66,7 @@ class Settings:
     envs: tuple[str, ...] = ("Hopper-v5", "HalfCheetah-v5")
     """MuJoCo tasks"""
     algorithms: tuple[str, ...] = ALGORITHMS
-    """sac and/or ppo"""
+    """any of sac, ppo, pmoe-sac, pmoe-sac-gumbel, pmoe-sac-score, pmoe-ppo (PMOE on policylab only)"""
     frameworks: tuple[str, ...] = FRAMEWORKS
     """policylab and/or sb3"""
     seeds: tuple[int, ...] = (0, 1)
@@ -110,9 +129,14 @@ class EvalClock:
 
 
 def make_policylab_agent(algorithm: str, env_id: str, seed: int):
-    """policylab's agent with the matched settings (the library defaults)."""
-    from policylab.online_rl import PPO, SAC, PPOConfig, SACConfig
+    """policylab's agent with the matched settings (the library defaults); PMOE with its family's settings."""
+    from policylab.online_rl import PMOEPPO, PMOESAC, PPO, SAC, PMOEPPOConfig, PMOESACConfig, PPOConfig, SACConfig
 
+    if algorithm.startswith("pmoe-sac"):
+        estimator = algorithm.removeprefix("pmoe-sac").removeprefix("-") or "frequency"
+        return PMOESAC(env_id, PMOESACConfig(seed=seed, gate_estimator=estimator))
+    if algorithm == "pmoe-ppo":
+        return PMOEPPO(env_id, PMOEPPOConfig(seed=seed))
     return SAC(env_id, SACConfig(seed=seed)) if algorithm == "sac" else PPO(env_id, PPOConfig(seed=seed))
 
 
@@ -238,8 +262,9 @@ def run_one(algorithm: str, framework: str, env_id: str, seed: int, settings: Se
     import torch
 
     torch.set_num_threads(settings.threads)
-    steps = settings.sac_steps if algorithm == "sac" else settings.ppo_steps
-    eval_every = settings.sac_eval_every if algorithm == "sac" else settings.ppo_eval_every
+    family = FAMILIES[algorithm]
+    steps = settings.sac_steps if family == "sac" else settings.ppo_steps
+    eval_every = settings.sac_eval_every if family == "sac" else settings.ppo_eval_every
     train = train_policylab if framework == "policylab" else train_sb3
     result = train(algorithm, env_id, seed, steps, eval_every, settings)
     result.update(
@@ -307,8 +332,9 @@ def report(settings: Settings) -> None:
     import torch
 
     first = results[0] if results else {}
+    frameworks = " vs ".join(sorted({result["framework"] for result in results}))
     lines = [
-        f"policylab vs Stable-Baselines3 {stable_baselines3.__version__}, torch {torch.__version__}, on "
+        f"{frameworks} (Stable-Baselines3 {stable_baselines3.__version__}), torch {torch.__version__}, on "
         f"{summary['machine']}. Budget per run: SAC {settings.sac_steps:,} env steps (evaluated every "
         f"{settings.sac_eval_every:,}), PPO {settings.ppo_steps:,} (every {settings.ppo_eval_every:,}); "
         f"{settings.eval_episodes} deterministic episodes per evaluation; seeds {list(settings.seeds)}. Final = last "
@@ -339,17 +365,21 @@ def report(settings: Settings) -> None:
         )
     (settings.out / "online_mujoco.md").write_text("\n".join(lines) + "\n")
 
-    pairs = sorted({(r["algorithm"], r["env_id"]) for r in results})
+    pairs = sorted({(FAMILIES[r["algorithm"]], r["env_id"]) for r in results})
     if not pairs:
         return
+    curves = sorted({(r["algorithm"], r["framework"]) for r in results})  # one colour per algorithm and framework
+    colors = dict(zip(curves, plt.rcParams["axes.prop_cycle"].by_key()["color"] * len(curves)))
     figure, axes = plt.subplots(1, len(pairs), figsize=(4.5 * len(pairs), 3.6), squeeze=False)
-    for axis, (algorithm, env_id) in zip(axes[0], pairs):
-        for framework, color in zip(FRAMEWORKS, ("tab:blue", "tab:orange")):
-            for index, run in enumerate(
+    for axis, (family, env_id) in zip(axes[0], pairs):
+        for algorithm, framework in (curve for curve in curves if FAMILIES[curve[0]] == family):
+            runs = (
                 r for r in results if (r["algorithm"], r["env_id"], r["framework"]) == (algorithm, env_id, framework)
-            ):
-                axis.plot(run["steps"], run["returns"], color=color, alpha=0.8, label=framework if index == 0 else None)
-        axis.set_title(f"{algorithm.upper()} {env_id}")
+            )
+            for index, run in enumerate(runs):
+                label = f"{algorithm}, {framework}" if index == 0 else None
+                axis.plot(run["steps"], run["returns"], color=colors[algorithm, framework], alpha=0.8, label=label)
+        axis.set_title(f"{family.upper()} {env_id}")
         axis.set_xlabel("env steps")
         axis.set_ylabel("evaluation return")
         axis.grid(alpha=0.3)
@@ -360,6 +390,9 @@ def report(settings: Settings) -> None:
 
 
 def main(settings: Settings) -> None:
+    unknown = set(settings.algorithms) - set(FAMILIES)
+    if unknown:
+        raise SystemExit(f"unknown algorithm(s) {sorted(unknown)}; choose from {', '.join(FAMILIES)}")
     finished = {path.stem for path in (settings.out / "online_mujoco").glob("*.json")}
     jobs = [
         (algorithm, framework, env_id, seed)
@@ -368,6 +401,7 @@ def main(settings: Settings) -> None:
         for seed in settings.seeds
         for framework in settings.frameworks
         if run_name(algorithm, framework, env_id, seed) not in finished
+        and (framework == "policylab" or algorithm in ALGORITHMS)
     ]
     if not settings.report_only and jobs:
         context = multiprocessing.get_context("spawn")
