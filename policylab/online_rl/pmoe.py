@@ -139,6 +139,10 @@ class PMOESAC(SAC):
             metrics["train/gate_loss"] = gate_loss.detach()
         return PolicySample(actions, log_probs, gate_loss, metrics)
 
+    def mixture(self, observations: torch.Tensor) -> tuple[MixtureTanhGaussianActor, torch.Tensor]:
+        """The mixture actor and its input for env observations (to inspect the gate and the experts)."""
+        return self.actor, observations
+
     def _next_policy_sample(self, next_observations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The action of an expert drawn from the gate at s', with that expert's log-density."""
         samples = self.actor.sample_experts(next_observations)
@@ -217,6 +221,10 @@ class PMOEPPO(PPO):
         low, high = self.action_space.low, self.action_space.high
         gate_gradient = cfg.gate_estimator == "score"
         return MixturePolicy(observation_dim, low, high, cfg.num_experts, cfg.hidden_sizes, gate_gradient)
+
+    def mixture(self, observations: torch.Tensor) -> tuple[MixtureTanhGaussianActor, torch.Tensor]:
+        """The mixture actor and its input (the normalised observations) for env observations."""
+        return self.policy.actor, self._normalize(observations)
 
     def _auxiliary_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
         """With the frequency estimator: the auxiliary Q's regression on the returns and the gate's loss towards
