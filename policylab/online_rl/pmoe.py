@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Literal
+from typing import Literal, get_args
 
 import gymnasium as gym
 import numpy as np
@@ -36,6 +36,15 @@ from policylab.core.nets import EnsembleCritic, MixtureTanhGaussianActor, orthog
 from policylab.online_rl.ppo import PPO, PPOConfig, value_network
 from policylab.online_rl.sac import SAC, PolicySample, SACConfig
 
+SACGateEstimator = Literal["frequency", "gumbel", "score"]
+PPOGateEstimator = Literal["frequency", "score"]
+
+
+def check_gate_estimator(value: str, choices: type) -> None:
+    """A clear error for a gate estimator the variant does not have."""
+    if value not in get_args(choices):
+        raise ValueError(f"unknown gate_estimator {value!r}; choose one of {', '.join(get_args(choices))}")
+
 
 @dataclasses.dataclass
 class PMOESACConfig(SACConfig):
@@ -43,10 +52,13 @@ class PMOESACConfig(SACConfig):
 
     num_experts: int = 4
     """experts K in the mixture"""
-    gate_estimator: Literal["frequency", "gumbel", "score"] = "frequency"
+    gate_estimator: SACGateEstimator = "frequency"
     """how the gate learns: PMOE's frequency-approximate gradient, Gumbel-softmax or score function"""
     gumbel_temperature: float = 1.0
     """temperature of the Gumbel-softmax relaxation (gate_estimator=gumbel)"""
+
+    def __post_init__(self) -> None:
+        check_gate_estimator(self.gate_estimator, SACGateEstimator)
 
 
 @dataclasses.dataclass
@@ -55,10 +67,13 @@ class PMOEPPOConfig(PPOConfig):
 
     num_experts: int = 5
     """experts K in the mixture"""
-    gate_estimator: Literal["frequency", "score"] = "frequency"
+    gate_estimator: PPOGateEstimator = "frequency"
     """how the gate learns: PMOE's frequency-approximate gradient or the score function through the ratio"""
     auxiliary_q_coef: float = 0.5
     """weight of the auxiliary Q's regression on the returns (it picks the winner expert)"""
+
+    def __post_init__(self) -> None:
+        check_gate_estimator(self.gate_estimator, PPOGateEstimator)
 
 
 # -- pieces both variants use ------------------------------------------------------------------------------

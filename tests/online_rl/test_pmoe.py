@@ -129,6 +129,8 @@ def test_pmoe_ppo_ratio_starts_at_one_and_the_gate_learns_only_from_its_own_loss
     assert agent.policy.actor.gate.weight.grad.abs().sum() > 0 and "train/auxiliary_q_loss" in metrics
     with pytest.raises(ValueError, match="entropy"):
         PMOEPPO("Pendulum-v1", PMOEPPOConfig(entropy_coef=0.01))
+    with pytest.raises(ValueError, match="frequency, score"):
+        PMOEPPOConfig(gate_estimator="gumbel")  # no pathwise gradient in PPO
 
 
 def test_cli_trains_resumes_and_loads_pmoe_agents(tmp_path, capsys):
