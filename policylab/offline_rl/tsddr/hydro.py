@@ -158,15 +158,41 @@ class HydroThermalCase:
         """(stages, plants) expected inflows."""
         return self.inflows.expected(self.num_stages)
 
-    def reachable_states(self, previous: torch.Tensor, noises: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def reachable_states(
+        self, previous: torch.Tensor, noises: torch.Tensor, upstream: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(S, plants) volumes one stage can reach without spilling, differentiable in `previous`: from what is left
-        when turbining at full flow, to the previous volume plus the stage's natural inflow (upstream releases not
-        counted), within capacity."""
+        when turbining at full flow, to the previous volume plus the stage's natural inflow, within capacity.
+        `upstream=True` adds to the upper end all the water the plants upstream could release into it (turbines at
+        full flow, spill where it flows down), so that a target may store upstream releases."""
         as_tensor = lambda values: torch.as_tensor(values, dtype=previous.dtype, device=previous.device)  # noqa: E731
         available = previous + self.flow_to_volume * noises
         capacity = as_tensor(self.reservoirs.max_volume)
-        lower = torch.clamp(available - self.flow_to_volume * as_tensor(self.reservoirs.max_outflow), min=0.0)
-        return torch.minimum(lower, capacity), torch.minimum(available, capacity)
+        max_release = self.flow_to_volume * as_tensor(self.reservoirs.max_outflow)
+        lower = torch.clamp(available - max_release, min=0.0)
+        upper = available + self._upstream_releases(available, max_release) if upstream else available
+        return torch.minimum(lower, capacity), torch.minimum(upper, capacity)
+
+    def _upstream_releases(self, available: torch.Tensor, max_release: torch.Tensor) -> torch.Tensor:
+        """(S, plants) the most water all plants upstream of each plant can send into it in one stage."""
+        reservoirs = self.reservoirs
+        releasable: dict[int, torch.Tensor] = {}  # what a plant holds this stage, its own upstream releases included
+
+        def holding(plant: int) -> torch.Tensor:
+            if plant not in releasable:
+                releasable[plant] = available[:, plant] + arriving(plant)
+            return releasable[plant]
+
+        def arriving(plant: int) -> torch.Tensor:
+            total = torch.zeros_like(available[:, plant])
+            for source in range(len(reservoirs)):
+                if plant in reservoirs.downstream_spill[source]:
+                    total = total + holding(source)
+                elif plant in reservoirs.downstream_outflow[source]:
+                    total = total + torch.minimum(holding(source), max_release[source])
+            return total
+
+        return torch.stack([arriving(plant) for plant in range(len(reservoirs))], dim=1)
 
 
 def build_stage_lp(network: Network, reservoirs: Reservoirs, flow_to_volume: float) -> StageLP:

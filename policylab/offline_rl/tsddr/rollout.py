@@ -33,9 +33,11 @@ class MultiStageProblem(Protocol):
     def expected_noises(self) -> np.ndarray:
         """(stages, noise dim)"""
 
-    def reachable_states(self, previous: torch.Tensor, noises: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def reachable_states(
+        self, previous: torch.Tensor, noises: torch.Tensor, upstream: bool = False
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(S, k) lower and upper states reachable in one stage, differentiable in `previous` (only for TS-DDR's
-        target_range="reachable")."""
+        target_range="reachable" or "reachable-upstream", which sets `upstream`)."""
 
 
 TargetPolicy = Callable[[int, np.ndarray, np.ndarray], np.ndarray]

@@ -48,9 +48,10 @@ class TSDDRConfig(AgentConfig):
     """C_δ, cost per unit of target violation (default: the stage LP's largest |objective coefficient|)"""
     penalty_schedule: tuple[float, ...] = (0.1, 1.0, 10.0, 30.0)
     """multipliers of C_δ over equal parts of training; evaluation uses the last"""
-    target_range: Literal["bounds", "reachable"] = "bounds"
+    target_range: Literal["bounds", "reachable", "reachable-upstream"] = "bounds"
     """sigmoid outputs scaled to the state bounds (the paper), or to the range the problem says is reachable from
-    the previous state and the stage's noise (for reservoirs whose capacity dwarfs one stage's flows)"""
+    the previous state and the stage's noise (for reservoirs whose capacity dwarfs one stage's flows);
+    "reachable-upstream" widens it by what plants upstream could release"""
     validation_scenarios: int = 32
     """scenarios of the validation set that picks the best policy"""
     num_workers: int = 1
@@ -166,9 +167,10 @@ class TSDDR:
         def step(t: int, noise: np.ndarray, previous: torch.Tensor) -> torch.Tensor:
             nonlocal memory
             unit, memory = self.network(self._features(t, noise, previous), memory)
-            if self.config.target_range == "reachable":
+            if self.config.target_range != "bounds":
                 noise = torch.as_tensor(noise, dtype=torch.float32, device=self.device)
-                lower, upper = self.problem.reachable_states(previous, noise)
+                upstream = self.config.target_range == "reachable-upstream"
+                lower, upper = self.problem.reachable_states(previous, noise, upstream=upstream)
                 return lower + (upper - lower) * unit
             return self.lower + self.range * unit
 

@@ -6,9 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import scipy.sparse as sp
+import torch
 from scipy.optimize import linprog
 
-from policylab.offline_rl.tsddr import StageProblem, load_hydropowermodels
+from policylab.offline_rl.tsddr import StageProblem, load_hydropowermodels, synthetic_case
 
 CASES = Path(__file__).resolve().parents[3].parent / "shared" / "data" / "hydropowermodels"
 needs_cases = pytest.mark.skipif(not CASES.is_dir(), reason=f"HydroPowerModels test cases not found at {CASES}")
@@ -119,3 +120,16 @@ def test_missing_case_file_is_named(tmp_path):
     (tmp_path / "PowerModels.json").write_text("{}")
     with pytest.raises(FileNotFoundError, match=r"hydro\.json not found in .*" + tmp_path.name):
         load_hydropowermodels(tmp_path)
+
+
+def test_reachable_states_count_upstream_releases_when_asked():
+    case = synthetic_case(num_stages=4)  # a cascade 0 -> 1 -> 2, turbines and spill flowing down
+    previous = torch.tensor(0.3 * case.reservoirs.max_volume)[None]
+    noise = torch.tensor(case.sample_noises(1, seed=0)[:, 0])
+    available = previous + case.flow_to_volume * noise
+    capacity = torch.tensor(case.reservoirs.max_volume)
+    lower, upper = case.reachable_states(previous, noise)
+    wider_lower, wider = case.reachable_states(previous, noise, upstream=True)
+    torch.testing.assert_close(upper, torch.minimum(available, capacity))
+    torch.testing.assert_close(wider_lower, lower)
+    torch.testing.assert_close(wider, torch.minimum(available.cumsum(dim=1), capacity))
