@@ -25,15 +25,16 @@ class EnvpoolVecEnv(VecEnv):
     backend = "envpool"
 
     def __init__(self, env_id: str, num_envs: int, seed: int | None = None, **envpool_kwargs: Any):
-        import envpool
-
-        self.env_id, self.num_envs = env_id, num_envs
-        self.env = envpool.make(
-            env_id, env_type="gymnasium", num_envs=num_envs, seed=0 if seed is None else seed, **envpool_kwargs
-        )
+        self.env_id, self.num_envs, self.envpool_kwargs = env_id, num_envs, envpool_kwargs
+        self.env = self._make_pool(0 if seed is None else seed)
         self.single_observation_space, self.single_action_space = self.env.observation_space, self.env.action_space
         self.observation_space = self._batch(self.single_observation_space)
         self.action_space = self._batch(self.single_action_space)
+
+    def _make_pool(self, seed: int) -> Any:
+        import envpool
+
+        return envpool.make(self.env_id, env_type="gymnasium", num_envs=self.num_envs, seed=seed, **self.envpool_kwargs)
 
     def _batch(self, space: Any) -> Any:
         import gymnasium as gym
@@ -41,9 +42,12 @@ class EnvpoolVecEnv(VecEnv):
         return gym.vector.utils.batch_space(space, self.num_envs)
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None) -> tuple[np.ndarray, dict]:
-        """Reset every env (EnvPool fixes its seed at construction: `seed` here is refused)."""
+        """Reset every env; EnvPool takes its seed when a pool is made, so a `seed` makes a new pool with it."""
+        if isinstance(seed, list | tuple):
+            raise ValueError("EnvPool seeds a whole pool from one number: pass one int seed, not one per env")
         if seed is not None:
-            raise ValueError("EnvPool takes its seed when it is made: pass seed= to make_vec_env instead")
+            self.env.close()
+            self.env = self._make_pool(seed)
         return self.env.reset()
 
     def step(self, actions: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:

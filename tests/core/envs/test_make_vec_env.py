@@ -119,3 +119,17 @@ def test_gymnasium_backend_says_it_cannot_save_state():
     assert envs.state_dict() is None
     with pytest.raises(NotImplementedError, match="gymnasium"):
         envs.load_state_dict({})
+
+
+def test_envpool_reset_with_a_seed_replays_that_seed():
+    if "Hopper-v5" not in envpool_task_ids():
+        pytest.skip("EnvPool is not installed")
+    with make_vec_env("Hopper-v5", 2, backend="envpool", seed=0) as envs:
+        first, _ = envs.reset(seed=3)
+        envs.step(np.ones((2, 3), dtype=np.float32))
+        again, _ = envs.reset(seed=3)
+        other, _ = envs.reset(seed=4)
+        np.testing.assert_array_equal(first, again)
+        assert not np.array_equal(first, other)
+        with pytest.raises(ValueError, match="one int seed"):
+            envs.reset(seed=[1, 2])
