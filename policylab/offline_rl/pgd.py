@@ -32,6 +32,7 @@ from policylab.core.offline import OfflineAgent
 from policylab.offline_rl.iql import IQL, IQLConfig
 from policylab.offline_rl.td3bc import TD3BC, TD3BCConfig
 from policylab.offline_rl.trajectory_diffusion import (
+    DIFFUSION_FORMAT,
     TrajectoryDiffusion,
     TrajectoryDiffusionConfig,
     sample_trajectories,
@@ -145,7 +146,9 @@ class PGD(OfflineAgent):
     def diffusion_path(self, dataset: OfflineDataset) -> Path:
         """Where the diffusion model for this dataset and these settings is cached."""
         cfg = self.config
-        settings = json.dumps([dataclasses.asdict(cfg.diffusion), cfg.diffusion_steps, cfg.diffusion_seed])
+        settings = json.dumps(
+            [DIFFUSION_FORMAT, dataclasses.asdict(cfg.diffusion), cfg.diffusion_steps, cfg.diffusion_seed]
+        )
         key = hashlib.blake2b(f"{dataset_digest(dataset)}{settings}".encode(), digest_size=8).hexdigest()
         name = (dataset.dataset_id or "dataset").replace("/", "_")
         return cache_dir("diffusion") / f"{name}-{key}.pt"

@@ -9,7 +9,8 @@ The two parts of policy-guided diffusion (Jackson et al., 2024) that stand on th
   actions)` of a target policy, every step first moves the action tokens up its gradient (policy guidance), with
   the coefficient schedule λ_i = c·[(1 − i/N) + 0.3·sin(π(i + 1)/N)].
 
-`windows_within_episodes` cuts the dataset into sub-trajectories that never cross an episode end, and
+`windows_within_episodes` cuts the dataset into sub-trajectories that never cross an episode end (a terminated
+episode ends with a token of its last next observation, so synthetic data can end episodes too), and
 `trajectories_to_transitions` turns sampled windows back into transitions for an agent's replay.
 Defaults fit a 2-core CPU (64 features, 32 sampling steps); `TrajectoryDiffusionConfig.paper()` has the authors'.
 """
@@ -34,7 +35,7 @@ from policylab.core.data import OfflineDataset
 from policylab.core.logging import progress_bar
 
 ACTION_CLIP = 0.999  # actions are clipped to ±this (in [-1, 1] units) before arctanh, as the authors do
-DIFFUSION_FORMAT = "policylab-trajectory-diffusion/1"
+DIFFUSION_FORMAT = "policylab-trajectory-diffusion/2"  # /2: a final token after each terminal step
 
 
 @dataclasses.dataclass
@@ -90,18 +91,32 @@ class TrajectoryDiffusionConfig:
 # Windows and tokens
 
 
+def sequence_layout(dataset: OfflineDataset) -> tuple[np.ndarray, np.ndarray]:
+    """The token sequence the model trains on: every dataset step in order, and after each terminal step a final
+    token holding that step's next observation, so the transition that ends an episode has its successor inside a
+    window. Returns each step's position in the sequence `[N]` and the terminal steps `[M]` (the final token of
+    terminal step j sits at position[j] + 1)."""
+    terminal_rows = np.flatnonzero(dataset.terminals)
+    steps = np.arange(len(dataset))
+    return steps + np.searchsorted(terminal_rows, steps), terminal_rows
+
+
 def windows_within_episodes(dataset: OfflineDataset, horizon: int, stride: int) -> np.ndarray:
-    """Start indices of the training windows: every `stride` steps within each episode, plus the window that ends
-    on an episode's terminal step. A window never spans two episodes; one that ends on a time-out step is left out
-    (its last step has no successor), as are episodes shorter than `horizon`."""
+    """Start positions (in `sequence_layout`'s sequence) of the training windows: every `stride` steps within each
+    episode, plus the window that ends on a terminated episode's final token. A window never spans two episodes;
+    one that ends on a time-out step is left out (its last step has no successor), as are episodes shorter than
+    `horizon`."""
     if horizon < 2 or stride < 1:
         raise ValueError(f"horizon must be at least 2 and stride at least 1, got {horizon} and {stride}")
+    positions, _ = sequence_layout(dataset)
     starts = []
     for episode in dataset.episodes():
-        last_start = episode.stop - horizon
-        if last_start < episode.start:
+        first = int(positions[episode.start])
+        stop = int(positions[episode.stop - 1]) + 1 + int(episode.terminated)
+        last_start = stop - horizon
+        if last_start < first:
             continue
-        episode_starts = set(range(episode.start, last_start + 1, stride))
+        episode_starts = set(range(first, last_start + 1, stride))
         if episode.terminated:
             episode_starts.add(last_start)
         elif episode.truncated:
@@ -295,7 +310,8 @@ class TrajectoryDiffusion(nn.Module):
     # -- tokens -------------------------------------------------------------------------------------
 
     def raw_tokens(self, dataset: OfflineDataset) -> torch.Tensor:
-        """One unnormalised token per dataset step: `[observation, arctanh(action), reward, terminal]`."""
+        """The unnormalised token sequence of `sequence_layout`: `[observation, arctanh(action), reward, terminal]`
+        per dataset step, and `[next observation, 0, 0, 1]` after each terminal step."""
         actions = torch.as_tensor(dataset.actions)
         outside = (actions < self.action_low) | (actions > self.action_high)
         if outside.any():
@@ -303,7 +319,7 @@ class TrajectoryDiffusion(nn.Module):
                 f"dataset actions reach {actions.min():.3g}..{actions.max():.3g}, outside the action bounds "
                 f"{self.action_low.tolist()}..{self.action_high.tolist()}: pass the env's bounds to from_dataset"
             )
-        return torch.cat(
+        steps = torch.cat(
             [
                 torch.as_tensor(dataset.observations),
                 action_units(actions, self.action_low, self.action_high),
@@ -312,6 +328,13 @@ class TrajectoryDiffusion(nn.Module):
             ],
             dim=1,
         ).float()
+        positions, terminal_rows = sequence_layout(dataset)
+        tokens = torch.zeros(len(steps) + len(terminal_rows), steps.shape[1])
+        tokens[torch.as_tensor(positions)] = steps
+        final = torch.as_tensor(positions[terminal_rows] + 1)
+        tokens[final, : self.observation_dim] = torch.as_tensor(dataset.next_observations[terminal_rows])
+        tokens[final, -1] = 1.0
+        return tokens
 
     def normalize(self, tokens: torch.Tensor) -> torch.Tensor:
         return (tokens - self.token_mean) / self.token_std
@@ -432,8 +455,10 @@ class TrajectoryDiffusion(nn.Module):
     def load(cls, path: str | os.PathLike, device: str | torch.device = "cpu") -> TrajectoryDiffusion:
         """Rebuild a model written by `save`."""
         payload = load_checkpoint(path, map_location=device)
-        if payload.get("kind") != DIFFUSION_FORMAT:
-            raise ValueError(f"{path} is not a trajectory diffusion model (it holds {payload.get('kind', 'an agent')})")
+        kind = payload.get("kind", "an agent")
+        if kind != DIFFUSION_FORMAT:
+            reason = "an older token layout: train it again" if kind.startswith(DIFFUSION_FORMAT[:-1]) else kind
+            raise ValueError(f"{path} is not a {DIFFUSION_FORMAT} model ({reason})")
         config = config_from_dict(TrajectoryDiffusionConfig, payload["config"])
         model = cls(payload["observation_dim"], payload["action_dim"], config).to(device)
         model.load_state_dict(payload["model"])

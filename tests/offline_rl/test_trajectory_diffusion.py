@@ -17,6 +17,7 @@ from policylab.offline_rl.trajectory_diffusion import (
     guidance_schedule,
     karras_sigmas,
     sample_trajectories,
+    sequence_layout,
     trajectories_to_transitions,
     windows_within_episodes,
 )
@@ -109,32 +110,52 @@ def episodes_dataset(lengths_and_ends):
     )
 
 
+def sequence_rows(dataset) -> np.ndarray:
+    """The dataset step at each position of the token sequence, −1 for the final tokens after terminal steps."""
+    positions, terminal_rows = sequence_layout(dataset)
+    rows = np.full(len(dataset) + len(terminal_rows), -1)
+    rows[positions] = np.arange(len(dataset))
+    return rows
+
+
 def test_windows_never_cross_an_episode_end():
     dataset = episodes_dataset([(10, "terminal"), (7, "timeout"), (12, "timeout"), (3, "terminal")])
     starts = windows_within_episodes(dataset, horizon=4, stride=3)
-    # episode [0, 10) ends in a terminal: strided starts and the window ending on it; [10, 17) and [17, 29) end in
-    # time-outs: the window ending there is left out; [29, 32) is shorter than the horizon.
-    np.testing.assert_array_equal(starts, [0, 3, 6, 10, 17, 20, 23])
-    ends = dataset.terminals | dataset.timeouts
+    # Sequence: steps 0-9, final token, steps 10-16, steps 17-28, steps 29-31, final token. Episode 1: strided
+    # starts and the window ending on its final token; episodes 2 and 3 end in time-outs: the window ending there is
+    # left out; episode 4 is 3 steps and its final token, one window.
+    np.testing.assert_array_equal(starts, [0, 3, 6, 7, 11, 18, 21, 24, 30])
+    rows, episode_of_step = sequence_rows(dataset), np.repeat(np.arange(4), [10, 7, 12, 3])
     for start in starts:
-        assert not ends[start : start + 3].any()  # no episode end before a window's last step
+        window = rows[start : start + 4]
+        steps = window[window >= 0]
+        assert (np.diff(steps) == 1).all() and len(set(episode_of_step[steps])) == 1  # consecutive, one episode
+        assert (window[:-1] >= 0).all()  # a final token can only close a window
+        assert not dataset.timeouts[window[:-1][window[:-1] >= 0]].any()  # a time-out step always has its successor
     with pytest.raises(ValueError, match="no episode of at least"):
         windows_within_episodes(dataset, horizon=13, stride=1)
 
 
-def test_windows_of_real_data_turn_back_into_the_datasets_transitions():
+def test_windows_of_real_data_turn_back_into_the_datasets_transitions_terminal_ones_included():
     dataset = episodes_dataset([(20, "terminal"), (15, "timeout")])
     model = TrajectoryDiffusion.from_dataset(dataset, TrajectoryDiffusionConfig(horizon=5, features=8))
     tokens = model.normalize(model.raw_tokens(dataset))
     starts = windows_within_episodes(dataset, 5, 2)
     windows = tokens[torch.as_tensor(starts)[:, None] + torch.arange(5)]
     transitions = trajectories_to_transitions(model, windows)
-    rows = (starts[:, None] + np.arange(4)).reshape(-1)
+    rows = sequence_rows(dataset)[starts[:, None] + np.arange(4)].reshape(-1)
+    assert (rows >= 0).all() and 19 in rows  # the terminal step is among the transitions
     torch.testing.assert_close(transitions.observations, torch.as_tensor(dataset.observations[rows]))
     torch.testing.assert_close(transitions.actions, torch.as_tensor(dataset.actions[rows]), atol=1e-5, rtol=0)
     torch.testing.assert_close(transitions.rewards, torch.as_tensor(dataset.rewards[rows]), atol=1e-5, rtol=0)
-    torch.testing.assert_close(transitions.next_observations[:, 0], torch.as_tensor(dataset.next_observations[rows, 0]))
     torch.testing.assert_close(transitions.terminals, torch.as_tensor(dataset.terminals[rows], dtype=torch.float32))
+    # the step counter carries on into the next observation; the terminal step's is the dataset's, whole
+    torch.testing.assert_close(transitions.next_observations[:, 0], torch.as_tensor(dataset.next_observations[rows, 0]))
+    terminal = torch.as_tensor(rows == 19)
+    torch.testing.assert_close(
+        transitions.next_observations[terminal],
+        torch.as_tensor(dataset.next_observations[[19]]).expand(int(terminal.sum()), -1),
+    )
 
 
 def test_training_lowers_the_loss_and_a_resumed_training_ends_where_an_uninterrupted_one_does(tmp_path):
