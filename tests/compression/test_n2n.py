@@ -11,10 +11,12 @@ from policylab.compression.n2n import (
     SCALE_CHOICES,
     RemovalPolicy,
     ShrinkagePolicy,
+    StudentTrainer,
     layer_features,
     pareto_front,
     reinforce_update,
     shrinkage_features,
+    train_student,
 )
 from policylab.compression.teachers import train_classifier
 
@@ -108,3 +110,19 @@ def test_random_search_trains_the_students_asked(teacher):
     search = RandomSearch(teacher, students=4, config=N2NConfig(rollouts=3, distill_epochs=1))
     summary = search.run(progress=False)
     assert summary["students_trained"] == 4
+
+
+def test_students_trained_in_worker_processes_equal_those_trained_here(teacher):
+    config = N2NConfig(distill_epochs=1, workers=2)
+    architectures = [TEACHER.shrink([0.5, 1.0, 0.5]), TEACHER.remove_layers([False, True, True])]
+    trainer = StudentTrainer(teacher, config)
+    try:
+        in_workers = trainer.train(architectures)
+        assert trainer.pool is not None
+    finally:
+        trainer.close()
+    for architecture, (score, weights) in zip(architectures, in_workers):
+        here_score, here_weights = train_student(teacher, architecture, config)
+        assert score == here_score
+        for name, value in weights.items():
+            torch.testing.assert_close(value, here_weights[name])
