@@ -70,6 +70,10 @@ class Options:
     """policy: distillation states from the teacher's noisy rollouts"""
     eval_episodes: int = 5
     """policy: episodes scoring each student in the search"""
+    dagger_rounds: int = 0
+    """policy: DAgger rounds of each student (its own rollouts labelled by the teacher)"""
+    dagger_states: int = 10_000
+    """policy: states each DAgger round collects"""
     final_episodes: int = 20
     """policy: episodes of the final comparison (seeds 1000 onwards)"""
     config: Annotated[N2NConfig, tyro.conf.arg(name="")] = dataclasses.field(
@@ -104,7 +108,16 @@ def policy_teacher(options: Options, directory: Path) -> PolicyTeacher:
         agent.actor.load_state_dict(load_behaviour(options.task).actors["expert"].state_dict())
         agent.save(path)
     agent = policylab.load(path, device="cpu")
-    return PolicyTeacher(agent, options.task, None, options.num_states, options.eval_episodes, options.config.seed)
+    return PolicyTeacher(
+        agent,
+        options.task,
+        None,
+        options.num_states,
+        options.eval_episodes,
+        options.config.seed,
+        options.dagger_rounds,
+        options.dagger_states,
+    )
 
 
 def matching_uniform_scale(architecture: Architecture, params: int) -> float:
@@ -168,10 +181,10 @@ def main(options: Options) -> None:
         "uniform shrink": (uniform.num_params, score),
     }
     plot_pareto(
-        searches["n2n"].candidates + searches["random"].candidates,
+        searches["n2n"].candidates,
         teacher,
         directory / "pareto.png",
-        f"N2N and random search ({options.case})",
+        f"N2N's candidates and the baselines ({options.case})",
         references,
     )
     print(json.dumps(results, indent=2))

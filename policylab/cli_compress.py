@@ -29,6 +29,7 @@ from policylab.compression.datasets import image_data
 from policylab.compression.teachers import NETWORK_FORMAT, accuracy, tensors_of
 from policylab.core.data import load_dataset
 
+
 @dataclasses.dataclass
 class TrainClassifier:
     """Train a convolutional classifier to be compressed (a teacher for `compress n2n`)."""
@@ -67,6 +68,10 @@ class CompressN2N:
     """policy teachers: states collected from the teacher's rollouts"""
     eval_episodes: int = 10
     """policy teachers: episodes that score each student"""
+    dagger_rounds: int = 0
+    """policy teachers: rounds in which a student rolls itself out and trains on the teacher's labels of those states"""
+    dagger_states: int = 10_000
+    """policy teachers: states each DAgger round collects"""
     train_samples: int = 10_000
     """synthetic data: training images"""
     test_samples: int = 2_000
@@ -99,17 +104,34 @@ def run_compression(command: CompressN2N | TrainClassifier) -> None:
 def _teacher(command: CompressN2N) -> ClassifierTeacher | PolicyTeacher:
     if not command.teacher.is_file():
         raise FileNotFoundError(f"no teacher at {command.teacher}")
-    import torch
-
-    payload_format = torch.load(command.teacher, map_location="cpu", weights_only=True).get("format")
-    if payload_format == NETWORK_FORMAT:
+    if _file_format(command.teacher) == NETWORK_FORMAT:
         train, test = image_data(command.data, command.train_samples, command.test_samples)
         return ClassifierTeacher.from_file(command.teacher, train, test)
     if command.env is None:
         raise ValueError(f"{command.teacher} holds an agent: name its task with --env (e.g. --env Hopper-v5)")
     agent = policylab.load(command.teacher, device="cpu")
     states = load_dataset(command.states).observations if command.states is not None else None
-    return PolicyTeacher(agent, command.env, states, command.num_states, command.eval_episodes, command.config.seed)
+    return PolicyTeacher(
+        agent,
+        command.env,
+        states,
+        command.num_states,
+        command.eval_episodes,
+        command.config.seed,
+        command.dagger_rounds,
+        command.dagger_states,
+    )
+
+
+def _file_format(path: Path) -> str | None:
+    """The "format" recorded in a policylab file (None for anything else, which `policylab.load` then explains)."""
+    import torch
+
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # not a plain-data torch file: policylab.load says what is wrong with it
+        return None
+    return payload.get("format") if isinstance(payload, dict) else None
 
 
 def _train_classifier(command: TrainClassifier) -> None:

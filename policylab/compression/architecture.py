@@ -103,8 +103,8 @@ class Architecture:
         return total
 
     def problem(self, teacher: Architecture) -> str | None:
-        """Why this network cannot replace `teacher` (shapes that do not connect, another output, no smaller), or
-        None when it can."""
+        """Why this network cannot replace `teacher` (shapes that do not connect, another output, larger), or None
+        when it can (as in the authors' code, the teacher's own architecture can: its compression reward is 0)."""
         try:
             output = self.output_shape
         except InvalidArchitecture as error:
@@ -113,8 +113,8 @@ class Architecture:
             return f"input {self.input_shape} differs from the teacher's {teacher.input_shape}"
         if output != teacher.output_shape:
             return f"output {output} differs from the teacher's {teacher.output_shape} (the output layer was removed)"
-        if self.num_params >= teacher.num_params:
-            return f"{self.num_params} parameters, no fewer than the teacher's {teacher.num_params}"
+        if self.num_params > teacher.num_params:
+            return f"{self.num_params} parameters, more than the teacher's {teacher.num_params}"
         return None
 
     # -- edits -----------------------------------------------------------------------------------

@@ -9,9 +9,9 @@ teacher logits) and rewarded
     R = R_c · R_a,   C = 1 − params_student / params_teacher,   R_c = C·(2 − C),   R_a = score_student / score_teacher
 
 with R = −1 for an architecture that cannot replace the teacher (shapes that do not connect, the output layer
-removed, no smaller) and R = (ε − 1) + ε·R_c·R_a when it breaks the size constraint. Each epoch samples `rollouts`
-architectures, trains their students (in parallel processes when `workers` > 1) and takes one REINFORCE step on
-−mean((R − b)·log π(actions)), b a moving average of past epochs' mean rewards.
+removed, more parameters than the teacher) and R = (ε − 1) + ε·R_c·R_a when it breaks the size constraint. Each
+epoch samples `rollouts` architectures, trains their students (in parallel processes when `workers` > 1) and takes
+one REINFORCE step on −mean((R − b)·log π(actions)), b a moving average of past epochs' mean rewards.
 
     search = N2N(ClassifierTeacher.from_file("teacher.pt", train, test), N2NConfig(removal_epochs=20))
     best = search.run("runs/n2n")          # config, metrics, candidates.json, checkpoint, best student, pareto.png
@@ -209,26 +209,6 @@ def reinforce_update(
 # Students
 
 
-def distill(
-    architecture: Architecture, inputs: torch.Tensor, targets: torch.Tensor, config: N2NConfig, seed: int
-) -> nn.Sequential:
-    """A fresh network of `architecture` trained to match the teacher's logits `targets` on `inputs` (MSE)."""
-    torch.manual_seed(seed)
-    generator = torch.Generator().manual_seed(seed)
-    network = architecture.build()
-    optimizer = torch.optim.Adam(
-        network.parameters(), lr=config.distill_learning_rate, weight_decay=config.distill_weight_decay
-    )
-    network.train()
-    for _ in range(config.distill_epochs):
-        for batch in torch.randperm(len(inputs), generator=generator).split(config.distill_batch_size):
-            loss = F.mse_loss(network(inputs[batch]), targets[batch])
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-    return network.eval()
-
-
 def architecture_key(architecture: Architecture) -> str:
     """A string naming an architecture exactly (the students' cache key)."""
     return json.dumps(architecture.to_dict(), sort_keys=True)
@@ -241,7 +221,7 @@ def student_seed(architecture: Architecture, seed: int) -> int:
 
 def train_student(teacher: Any, architecture: Architecture, config: N2NConfig) -> tuple[float, dict[str, torch.Tensor]]:
     """Distil a student of `architecture` from `teacher`; its score on the teacher's task and its weights."""
-    network = distill(architecture, teacher.inputs, teacher.targets, config, student_seed(architecture, config.seed))
+    network = teacher.distill(architecture, config, student_seed(architecture, config.seed))
     return teacher.evaluate(network), network.state_dict()
 
 
@@ -448,7 +428,8 @@ class ArchitectureSearch:
                     "or choose another run directory"
                 )
             recorded = run.read_json("config.json")
-            recorded["config"].pop("workers"), config["config"].pop("workers")  # a run may continue on more cores
+            for settings in (recorded["config"], config["config"]):
+                settings.pop("workers")  # a run may continue on more or fewer cores
             if recorded != config:
                 raise ValueError(f"cannot resume {run.path}: it was started with another configuration or teacher")
             self.load_state_dict(load_checkpoint(run.checkpoint, expected_format=CHECKPOINT_FORMAT))

@@ -91,6 +91,33 @@ def train_classifier(
     return network.eval()
 
 
+def distill(
+    architecture: Architecture,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    settings: Any,
+    seed: int,
+    network: nn.Sequential | None = None,
+) -> nn.Sequential:
+    """A network of `architecture` (fresh, or `network` trained further) fitted to the teacher's logits `targets` on
+    `inputs` by MSE, with `settings`' distill_epochs, distill_learning_rate, distill_weight_decay and
+    distill_batch_size (an `N2NConfig`)."""
+    torch.manual_seed(seed)
+    generator = torch.Generator().manual_seed(seed)
+    network = network if network is not None else architecture.build()
+    optimizer = torch.optim.Adam(
+        network.parameters(), lr=settings.distill_learning_rate, weight_decay=settings.distill_weight_decay
+    )
+    network.train()
+    for _ in range(settings.distill_epochs):
+        for batch in torch.randperm(len(inputs), generator=generator).split(settings.distill_batch_size):
+            loss = F.mse_loss(network(inputs[batch]), targets[batch])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+    return network.eval()
+
+
 def save_network(path: str | os.PathLike, architecture: Architecture, network: nn.Module, **metadata: Any) -> None:
     """Write a network built from `architecture` and plain-data `metadata` to one file, atomically."""
     payload = {
@@ -135,6 +162,10 @@ class ClassifierTeacher:
         """The teacher saved by `save_network` at `path`."""
         architecture, network, _ = load_network(path)
         return cls(architecture, network, train_set, test_set)
+
+    def distill(self, architecture: Architecture, settings: Any, seed: int) -> nn.Sequential:
+        """A student of `architecture` distilled on the training set."""
+        return distill(architecture, self.inputs, self.targets, settings, seed)
 
     def evaluate(self, network: nn.Module) -> float:
         """Test accuracy."""
@@ -239,7 +270,9 @@ def rollout_states(
 
 class PolicyTeacher:
     """A saved agent's actor on its task: students match its outputs on `states` (default: states of its own noisy
-    rollouts) and are scored by their mean return over `eval_episodes` deterministic episodes."""
+    rollouts) and are scored by their mean return over `eval_episodes` deterministic episodes. With `dagger_rounds`,
+    each student then rolls itself out for `dagger_states` states, which the teacher labels and which join its
+    distillation set before it trains again (DAgger), so it learns to recover from its own mistakes."""
 
     kind = "policy"
     score_name = "return"
@@ -252,7 +285,12 @@ class PolicyTeacher:
         num_states: int = 50_000,
         eval_episodes: int = 10,
         seed: int = 0,
+        dagger_rounds: int = 0,
+        dagger_states: int = 10_000,
     ) -> None:
+        if dagger_rounds < 0 or dagger_states < 1:
+            raise ValueError(f"dagger_rounds must be >= 0 and dagger_states >= 1, got {dagger_rounds}, {dagger_states}")
+        self.dagger_rounds, self.dagger_states = dagger_rounds, dagger_states
         network, self.squash, scaler = policy_network(agent)
         normalizer = getattr(agent, "normalizer", None)
         observation_dim = agent.observation_space.shape[0]
@@ -261,7 +299,7 @@ class PolicyTeacher:
         )
         self.observation_std = normalizer.std.detach().cpu() if normalizer is not None else torch.ones(observation_dim)
         self.action_scale, self.action_bias = scaler.scale.detach().cpu(), scaler.bias.detach().cpu()
-        self.architecture, self.network = describe_module(network.cpu(), (observation_dim,))
+        self.architecture, self.network = describe_module(network, (observation_dim,))
         self.env_id, self.eval_episodes, self.seed = env_id, eval_episodes, seed
         self.observation_space, self.action_space = agent.observation_space, agent.action_space
         self.teacher_name = agent.algorithm_name
@@ -272,7 +310,7 @@ class PolicyTeacher:
             raise ValueError(
                 f"states of shape {tuple(states.shape)} do not fit the agent's observations ({observation_dim},)"
             )
-        self.inputs = (states - self.observation_mean) / self.observation_std
+        self.inputs = self.normalize(states)
         self.targets = batched_outputs(self.network, self.inputs)
         self.score = self.evaluate(self.network)
         if self.score <= 0:
@@ -286,12 +324,26 @@ class PolicyTeacher:
 
         @torch.no_grad()
         def act(observations: np.ndarray) -> np.ndarray:
-            inputs = (torch.as_tensor(observations, dtype=torch.float32) - self.observation_mean) / self.observation_std
-            outputs = network(inputs)
+            outputs = network(self.normalize(observations))
             outputs = torch.tanh(outputs) if self.squash == "tanh" else outputs
             return (outputs * self.action_scale + self.action_bias).numpy()
 
         return act
+
+    def normalize(self, states: np.ndarray | torch.Tensor) -> torch.Tensor:
+        """Raw observations as the actor network takes them."""
+        return (torch.as_tensor(np.asarray(states), dtype=torch.float32) - self.observation_mean) / self.observation_std
+
+    def distill(self, architecture: Architecture, settings: Any, seed: int) -> nn.Sequential:
+        """A student of `architecture` distilled on the teacher's states, then through `dagger_rounds` of its own."""
+        inputs, targets = self.inputs, self.targets
+        network = distill(architecture, inputs, targets, settings, seed)
+        for round_index in range(self.dagger_rounds):
+            states = rollout_states(self.policy(network), self.env_id, self.dagger_states, seed + round_index + 1)
+            visited = self.normalize(states)
+            inputs, targets = torch.cat([inputs, visited]), torch.cat([targets, batched_outputs(self.network, visited)])
+            network = distill(architecture, inputs, targets, settings, seed + round_index + 1, network)
+        return network
 
     def evaluate(self, network: nn.Module) -> float:
         """Mean return of `network` acting deterministically."""

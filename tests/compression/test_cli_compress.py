@@ -27,6 +27,7 @@ def test_compress_a_saved_agent_then_evaluate_it(tmp_path, capsys):
     SAC("InvertedPendulum-v5").save(tmp_path / "sac.pt")
     run_dir = tmp_path / "n2n"
     options = ["--env", "InvertedPendulum-v5", "--num-states", "200", "--eval-episodes", "2", *N2N_OPTIONS]
+    options += ["--dagger-rounds", "1", "--dagger-states", "100"]
     main(
         ["compress", "n2n", "--teacher", str(tmp_path / "sac.pt"), "--run-dir", str(run_dir), "--no-progress", *options]
     )
