@@ -4,6 +4,7 @@ policylab train td3bc --dataset gen/pendulum-scripted-v0 --steps 20000 --seed 0
 policylab train sac --env Hopper-v5 --steps 1000000 --seed 0
 policylab train tsddr --case synthetic --iterations 300
 policylab evolve ga --env Hopper-v5 --generations 100 --backend local
+policylab compress n2n --teacher runs/sac-Hopper-v5-s0/agent.pt --env Hopper-v5
 policylab eval runs/td3bc-pendulum-scripted-v0-s0/agent.pt --env Pendulum-v1 --episodes 10
 policylab data list
 policylab data make gen/hopper-medium-v0 --size 100000
@@ -18,6 +19,7 @@ from typing import Annotated, Any, Union
 import tyro
 
 import policylab
+from policylab.cli_compress import COMPRESS_COMMANDS, run_compression
 from policylab.cli_evolve import EVOLVE_COMMANDS, run_evolution
 from policylab.core.agent import Agent, registered_agents
 from policylab.core.data import load_dataset
@@ -278,9 +280,15 @@ def main(args: list[str] | None = None) -> None:
         """Evolve a policy with a population method."""
         run_evolution(command)
 
+    compress_type = _subcommands(COMPRESS_COMMANDS)
+
+    def compress(command: tyro.conf.OmitSubcommandPrefixes[Annotated[compress_type, tyro.conf.arg(name="")]]) -> None:
+        """Compress a classifier or a trained policy (N2N)."""
+        run_compression(command)
+
     try:
         tyro.extras.subcommand_cli_from_dict(
-            {"train": train, "eval": eval_, "evolve": evolve, "data": data},
+            {"train": train, "eval": eval_, "evolve": evolve, "compress": compress, "data": data},
             prog="policylab",
             description=f"policylab {policylab.__version__}: reinforcement learning for control research.",
             args=args,

@@ -205,8 +205,11 @@ def save_checkpoint(payload: Mapping[str, Any], path: str | os.PathLike) -> None
     atomic_write(path, lambda file: torch.save(dict(payload), file))
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint safely: anything but tensors and plain data (a pickled object) is refused."""
+def load_checkpoint(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu", expected_format: str = CHECKPOINT_FORMAT
+) -> dict[str, Any]:
+    """Read a checkpoint safely: anything but tensors and plain data (a pickled object) is refused, and so is a file
+    whose "format" is not `expected_format` (an agent's by default)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no checkpoint at {path}")
@@ -217,8 +220,9 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
             f"refusing to load {path}: it is not a plain-data policylab checkpoint ({error.__class__.__name__}: "
             f"{str(error).splitlines()[0]}). Only files written by policylab's save() can be loaded."
         ) from error
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a policylab checkpoint (format {CHECKPOINT_FORMAT!r} expected)")
+    if not isinstance(payload, dict) or payload.get("format") != expected_format:
+        found = payload.get("format") if isinstance(payload, dict) else None
+        raise ValueError(f"{path} is not a policylab checkpoint of format {expected_format!r} (found {found!r})")
     return payload
 
 
