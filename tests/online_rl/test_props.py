@@ -147,3 +147,12 @@ def test_props_takes_the_tasks_tuned_settings_where_unset():
         PROPSConfig(rollout_steps=1000, behaviour_steps=256).resolved("Hopper-v5")
     with pytest.raises(ValueError, match="on-policy"):
         PROPSConfig(sampling="uniform")
+
+
+def test_sampling_error_is_refused_for_a_policy_without_a_closed_form_distribution():
+    from policylab.online_rl import PMOEPPO, PMOEPPOConfig
+
+    with pytest.raises(ValueError, match="sampling_error_every=0"):
+        PMOEPPO("Pendulum-v1", PMOEPPOConfig(sampling_error_every=1))
+    with pytest.raises(ValueError, match="0 \\(never\\) or positive"):
+        PROPSConfig(sampling_error_every=-1)
