@@ -28,6 +28,14 @@ and the mixture's defaults; its comparison with the unimodal policies at equal s
         --envs Hopper-v5 --sac-steps 200000 --ppo-steps 1001472 --out benchmarks/results/pmoe
     python benchmarks/pmoe_mixture_plot.py benchmarks/results/pmoe/work/pmoe-sac-policylab-Hopper-v5-s0
 
+PROPS (`props`), its control PPO-buffer (`ppo-buffer`, b = 2, sampled by the current policy) and PPO as the paper
+runs it (`ppo-b1`: the same class, settings and network with a one-batch buffer) take the authors' tuned settings per
+task and the PPO step budget; their runs also record the buffer's sampling error (every `sampling_error_every` PPO
+updates), summarised in the table and drawn in `online_mujoco_sampling_error.png`:
+
+    python benchmarks/online_mujoco.py --algorithms ppo-b1 ppo-buffer props --frameworks policylab \
+        --ppo-steps 1000000 --seeds 0 1 2 --out benchmarks/results/props
+
 Writes `<out>/online_mujoco.json`, `<out>/online_mujoco.md` and `<out>/online_mujoco.png`.
 """
 
@@ -56,6 +64,9 @@ FAMILIES = {
     "pmoe-sac-gumbel": "sac",
     "pmoe-sac-score": "sac",
     "pmoe-ppo": "ppo",
+    "props": "ppo",
+    "ppo-buffer": "ppo",
+    "ppo-b1": "ppo",
 }
 
 
@@ -66,7 +77,8 @@ class Settings:
     envs: tuple[str, ...] = ("Hopper-v5", "HalfCheetah-v5")
     """MuJoCo tasks"""
     algorithms: tuple[str, ...] = ALGORITHMS
-    """any of sac, ppo, pmoe-sac, pmoe-sac-gumbel, pmoe-sac-score, pmoe-ppo (PMOE on policylab only)"""
+    """any of sac, ppo, pmoe-sac, pmoe-sac-gumbel, pmoe-sac-score, pmoe-ppo, props, ppo-buffer, ppo-b1 (all but sac
+    and ppo on policylab only)"""
     frameworks: tuple[str, ...] = FRAMEWORKS
     """policylab and/or sb3"""
     seeds: tuple[int, ...] = (0, 1)
@@ -81,6 +93,8 @@ class Settings:
     """env steps between PPO evaluations (a multiple of the 2048-step rollout)"""
     eval_episodes: int = 10
     """episodes per evaluation"""
+    sampling_error_every: int = 2
+    """PPO updates between sampling-error measurements of props, ppo-buffer and ppo-b1"""
     workers: int = 2
     """runs in parallel, one process each"""
     threads: int = 1
@@ -128,10 +142,30 @@ class EvalClock:
         return return_mean
 
 
-def make_policylab_agent(algorithm: str, env_id: str, seed: int):
-    """policylab's agent with the matched settings (the library defaults); PMOE with its family's settings."""
-    from policylab.online_rl import PMOEPPO, PMOESAC, PPO, SAC, PMOEPPOConfig, PMOESACConfig, PPOConfig, SACConfig
+def make_policylab_agent(algorithm: str, env_id: str, seed: int, sampling_error_every: int = 2):
+    """policylab's agent with the matched settings (the library defaults); PMOE with its family's settings; PROPS
+    and its controls with the authors' settings for the task."""
+    from policylab.online_rl import (
+        PMOEPPO,
+        PMOESAC,
+        PPO,
+        PROPS,
+        SAC,
+        PMOEPPOConfig,
+        PMOESACConfig,
+        PPOBuffer,
+        PPOBufferConfig,
+        PPOConfig,
+        PROPSConfig,
+        SACConfig,
+    )
 
+    if algorithm == "props":
+        return PROPS(env_id, PROPSConfig(seed=seed, sampling_error_every=sampling_error_every))
+    if algorithm in ("ppo-buffer", "ppo-b1"):
+        batches = 2 if algorithm == "ppo-buffer" else 1
+        config = PPOBufferConfig(seed=seed, buffer_batches=batches, sampling_error_every=sampling_error_every)
+        return PPOBuffer(env_id, config)
     if algorithm.startswith("pmoe-sac"):
         estimator = algorithm.removeprefix("pmoe-sac").removeprefix("-") or "frequency"
         return PMOESAC(env_id, PMOESACConfig(seed=seed, gate_estimator=estimator))
@@ -189,7 +223,7 @@ def make_sb3_model(algorithm: str, env_id: str, seed: int):
 
 
 def train_policylab(algorithm: str, env_id: str, seed: int, steps: int, eval_every: int, settings: Settings) -> dict:
-    agent = make_policylab_agent(algorithm, env_id, seed)
+    agent = make_policylab_agent(algorithm, env_id, seed, settings.sampling_error_every)
     clock = EvalClock(env_id, settings.eval_episodes, seed)
     agent.evaluate = lambda env, episodes: clock.evaluate(agent)  # learn asks for this task and eval_episodes
     run_dir = settings.out / "work" / run_name(algorithm, "policylab", env_id, seed)
@@ -212,21 +246,29 @@ def train_policylab(algorithm: str, env_id: str, seed: int, steps: int, eval_eve
     )
     elapsed = time.perf_counter() - started - clock.seconds
     _read_curve_from_metrics(run_dir, clock)
-    return {
+    result = {
         "env_steps_per_second": (agent.num_timesteps - first_step) / elapsed,
         "backend": agent.envs.backend,
         "steps": clock.steps,
         "returns": clock.returns,
     }
+    sampling_error_steps, sampling_errors = _metric_curve(run_dir, "train/sampling_error")
+    if sampling_errors:
+        result |= {"sampling_error_steps": sampling_error_steps, "sampling_errors": sampling_errors}
+    return result
+
+
+def _metric_curve(run_dir: Path, metric: str) -> tuple[list[int], list[float]]:
+    """The steps and values of `metric` over the whole run, including rows logged before a resume."""
+    from policylab.core.logging import MetricLogger
+
+    rows = [row for row in MetricLogger(run_dir, tensorboard=False).read() if row.get(metric)]
+    return [int(row["step"]) for row in rows], [float(row[metric]) for row in rows]
 
 
 def _read_curve_from_metrics(run_dir: Path, clock: EvalClock) -> None:
     """The whole evaluation curve, including evaluations made before a resume."""
-    from policylab.core.logging import MetricLogger
-
-    rows = [row for row in MetricLogger(run_dir, tensorboard=False).read() if row.get("eval/return_mean")]
-    clock.steps = [int(row["step"]) for row in rows]
-    clock.returns = [float(row["eval/return_mean"]) for row in rows]
+    clock.steps, clock.returns = _metric_curve(run_dir, "eval/return_mean")
 
 
 def train_sb3(algorithm: str, env_id: str, seed: int, steps: int, eval_every: int, settings: Settings) -> dict:
@@ -323,6 +365,7 @@ def report(settings: Settings) -> None:
                 "auc_min": min(aucs),
                 "auc_max": max(aucs),
                 "env_steps_per_second": float(np.mean(speeds)),
+                "sampling_error_mean": _mean_sampling_error(runs),
             }
         )
     summary = {"machine": _machine(), "rows": rows}
@@ -344,8 +387,8 @@ def report(settings: Settings) -> None:
         "`online_speed.py` measures speed alone.",
         "",
         "| algorithm | task | framework | env steps | seeds | final return (min–max) | AUC return (min–max) "
-        "| env-steps/s | speed vs SB3 |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| env-steps/s | speed vs SB3 | sampling error (mean over run) |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         sb3 = next(
@@ -361,7 +404,8 @@ def report(settings: Settings) -> None:
             f"| {row['algorithm'].upper()} | {row['env_id']} | {row['framework']} | {row['steps']:,} | "
             f"{len(row['seeds'])} | {row['final_mean']:.0f} ({row['final_min']:.0f}–{row['final_max']:.0f}) | "
             f"{row['auc_mean']:.0f} ({row['auc_min']:.0f}–{row['auc_max']:.0f}) | "
-            f"{row['env_steps_per_second']:.0f} | {ratio} |"
+            f"{row['env_steps_per_second']:.0f} | {ratio} | "
+            + (f"{row['sampling_error_mean']:.4f} |" if row["sampling_error_mean"] is not None else "– |")
         )
     (settings.out / "online_mujoco.md").write_text("\n".join(lines) + "\n")
 
@@ -386,6 +430,37 @@ def report(settings: Settings) -> None:
         axis.legend()
     figure.tight_layout()
     figure.savefig(settings.out / "online_mujoco.png", dpi=100)
+    plt.close(figure)
+    _plot_sampling_errors([r for r in results if r.get("sampling_errors")], colors, settings.out, plt)
+
+
+def _mean_sampling_error(runs: list[dict]) -> float | None:
+    """Mean over runs of each run's mean sampling error (None when the runs did not measure it)."""
+    means = [float(np.mean(run["sampling_errors"])) for run in runs if run.get("sampling_errors")]
+    return float(np.mean(means)) if means else None
+
+
+def _plot_sampling_errors(results: list[dict], colors: dict, out: Path, plt) -> None:
+    """Sampling error against env steps, one panel per task, into `online_mujoco_sampling_error.png`."""
+    env_ids = sorted({r["env_id"] for r in results})
+    if not env_ids:
+        return
+    figure, axes = plt.subplots(1, len(env_ids), figsize=(4.5 * len(env_ids), 3.6), squeeze=False)
+    for axis, env_id in zip(axes[0], env_ids):
+        labelled = set()
+        for run in (r for r in results if r["env_id"] == env_id):
+            curve = run["algorithm"], run["framework"]
+            label = None if curve in labelled else f"{run['algorithm']}, {run['framework']}"
+            labelled.add(curve)
+            axis.plot(run["sampling_error_steps"], run["sampling_errors"], color=colors[curve], alpha=0.8, label=label)
+        axis.set_title(f"sampling error, {env_id}")
+        axis.set_xlabel("env steps")
+        axis.set_ylabel("KL(π_D ‖ π_θ)")
+        axis.set_yscale("log")
+        axis.grid(alpha=0.3)
+        axis.legend()
+    figure.tight_layout()
+    figure.savefig(out / "online_mujoco_sampling_error.png", dpi=100)
     plt.close(figure)
 
 

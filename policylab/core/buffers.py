@@ -284,6 +284,29 @@ class RolloutBuffer:
             self.rewards, self.values, next_values, self.terminations, self.truncations, gamma, gae_lambda
         )
 
+    recorded = ("observations", "actions", "log_probs", "values", "rewards", "terminations", "truncations")
+    """What a rollout records per step, besides `final_values`."""
+
+    @classmethod
+    def from_steps(cls, columns: dict[str, torch.Tensor]) -> RolloutBuffer:
+        """A full buffer holding `[steps, num_envs, ...]` tensors recorded elsewhere, oldest step first: one per
+        name in `recorded`, and `final_values`. Call `compute_advantages` next."""
+        missing = {*cls.recorded, "final_values"} - set(columns)
+        if missing:
+            raise ValueError(f"RolloutBuffer.from_steps needs tensors for {sorted(missing)}")
+        steps, num_envs = columns["rewards"].shape
+        shapes = columns["observations"].shape[2:], columns["actions"].shape[2:]
+        buffer = cls(steps, num_envs, *shapes, columns["rewards"].device)
+        for name in (*cls.recorded, "final_values"):
+            getattr(buffer, name).copy_(columns[name])
+        buffer.step = steps
+        return buffer
+
+    @property
+    def size(self) -> int:
+        """Transitions the buffer holds when full: steps × num_envs."""
+        return self.steps * self.num_envs
+
     def reset(self) -> None:
         """Start a new rollout (storage is overwritten in place)."""
         self.step = 0

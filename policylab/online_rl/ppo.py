@@ -24,6 +24,7 @@ from policylab.core.envs import VecEnv
 from policylab.core.nets import RunningNormalizer, adam, gaussian_log_prob, mlp, orthogonal_init
 from policylab.core.online import OnlineAgent, OnlineConfig
 from policylab.core.runs import RunDirectory
+from policylab.core.sampling_error import sampling_error
 
 
 @dataclasses.dataclass
@@ -64,6 +65,13 @@ class PPOConfig(OnlineConfig):
     """scale rewards by the running std of the discounted return, clipped to ±10"""
     hidden_sizes: tuple[int, ...] = (64, 64)
     """hidden layer widths of actor and critic (tanh)"""
+    sampling_error_every: int = 0
+    """log the sampling error of the data each update learns from every this many updates (0: never; see
+    `core.sampling_error`)"""
+
+    def __post_init__(self) -> None:
+        if self.sampling_error_every < 0:
+            raise ValueError(f"sampling_error_every must be 0 (never) or positive, got {self.sampling_error_every}")
 
 
 def value_network(observation_dim: int, hidden_sizes: tuple[int, ...]) -> nn.Sequential:
@@ -96,6 +104,15 @@ class ActorCritic(nn.Module):
         """The most likely action (the deterministic policy)."""
         raise NotImplementedError
 
+    def distribution(self, observations: torch.Tensor) -> torch.distributions.Distribution:
+        """π(·|s) as a torch distribution over whole actions (for KL divergences between policies)."""
+        raise NotImplementedError
+
+    def output_parameters(self) -> list[nn.Parameter]:
+        """The parameters of the policy's output (its last linear layer, and the log-std where it has one): what
+        an empirical policy fitted on this policy's features may change."""
+        return list([layer for layer in self.head if isinstance(layer, nn.Linear)][-1].parameters())
+
 
 class GaussianPolicy(ActorCritic):
     """Continuous actions: a Gaussian whose mean is the head's output, with a state-independent log-std."""
@@ -123,6 +140,14 @@ class GaussianPolicy(ActorCritic):
     def mode(self, observations: torch.Tensor) -> torch.Tensor:
         return self.head(observations)
 
+    def distribution(self, observations: torch.Tensor) -> torch.distributions.Distribution:
+        mean = self.head(observations)
+        normal = torch.distributions.Normal(mean, self.log_std.exp().expand_as(mean))
+        return torch.distributions.Independent(normal, 1)
+
+    def output_parameters(self) -> list[nn.Parameter]:
+        return [*super().output_parameters(), self.log_std]
+
 
 class CategoricalPolicy(ActorCritic):
     """Discrete actions: a categorical distribution over the head's logits."""
@@ -144,6 +169,9 @@ class CategoricalPolicy(ActorCritic):
     def mode(self, observations: torch.Tensor) -> torch.Tensor:
         return self.head(observations).argmax(-1)
 
+    def distribution(self, observations: torch.Tensor) -> torch.distributions.Distribution:
+        return torch.distributions.Categorical(logits=self.head(observations))
+
 
 @register_agent("ppo")
 class PPO(OnlineAgent):
@@ -159,6 +187,11 @@ class PPO(OnlineAgent):
             raise ValueError("rollout_steps × num_envs must be at least num_minibatches")
         observation_dim = self.observation_space.shape[0]
         self.policy = self._build_policy(observation_dim).to(device)
+        if cfg.sampling_error_every and not isinstance(self.policy, ActorCritic):
+            raise ValueError(
+                f"{type(self).__name__}'s policy has no closed-form distribution to measure sampling error with: "
+                "set sampling_error_every=0"
+            )
         self.observation_normalizer = RunningNormalizer(observation_dim).to(device)
         self.return_normalizer = RunningNormalizer(()).to(device)
         self.optimizer = adam(self.policy.parameters(), lr=cfg.learning_rate, eps=1e-5)
@@ -195,12 +228,16 @@ class PPO(OnlineAgent):
 
     def collect_and_train(self, envs: VecEnv) -> dict[str, torch.Tensor]:
         """One rollout of `rollout_steps` vector steps, then `update_epochs` epochs of minibatch updates."""
+        self._anneal_learning_rate()
+        self._collect_rollout(envs)
+        return self.update()
+
+    def _anneal_learning_rate(self) -> None:
+        """Set the learning rate of the coming update (linear decay to 0 over the run when `anneal_lr`)."""
         cfg = self.config
         iteration = self.num_timesteps // (cfg.rollout_steps * cfg.num_envs)
         if cfg.anneal_lr:
             self.optimizer.param_groups[0]["lr"] = cfg.learning_rate * (1.0 - iteration / self._total_iterations)
-        self._collect_rollout(envs)
-        return self.update()
 
     @torch.no_grad()
     def _collect_rollout(self, envs: VecEnv) -> None:
@@ -226,16 +263,25 @@ class PPO(OnlineAgent):
         """SB3 `VecNormalize`'s reward scaling: divide by the running std of each env's discounted return."""
         if not self.config.normalize_rewards:
             return rewards
+        self._track_discounted_returns(rewards, dones)
+        return self._normalize_rewards(rewards)
+
+    def _track_discounted_returns(self, rewards: torch.Tensor, dones: torch.Tensor) -> None:
+        """Fold each env's discounted return into the statistics that scale rewards."""
         self._discounted_returns = self._discounted_returns * self.config.discount + rewards
         self.return_normalizer.update(self._discounted_returns)
         self._discounted_returns *= 1.0 - dones
+
+    def _normalize_rewards(self, rewards: torch.Tensor) -> torch.Tensor:
+        """Rewards divided by the current std of the discounted return, clipped."""
         scale = torch.sqrt(self.return_normalizer.var + self.return_normalizer.epsilon).float()
         return (rewards / scale).clamp(-self.return_normalizer.clip, self.return_normalizer.clip)
 
     def update(self) -> dict[str, torch.Tensor]:
         """Clipped-surrogate epochs over the rollout in the buffer."""
         cfg = self.config
-        minibatch_size = (cfg.rollout_steps * cfg.num_envs) // cfg.num_minibatches
+        minibatch_size = self.buffer.size // cfg.num_minibatches
+        sampling_error = self._sampling_error()  # of the data as it is before this update
         totals = None  # policy, value, entropy losses, approx KL, clip fraction, count, then a variant's metrics
         auxiliary_names: list[str] = []
         for _ in range(cfg.update_epochs):
@@ -289,7 +335,27 @@ class PPO(OnlineAgent):
         metrics = dict(zip(names + auxiliary_names, means))
         metrics["train/explained_variance"] = explained_variance
         metrics["train/learning_rate"] = torch.tensor(self.optimizer.param_groups[0]["lr"])
+        if sampling_error is not None:
+            metrics["train/sampling_error"] = sampling_error
         return metrics
+
+    def _sampling_error(self) -> torch.Tensor | None:
+        """KL(π_D ‖ π_θ) of the buffer's data every `sampling_error_every` updates (`core.sampling_error`), else
+        None. Its minibatches come from a generator seeded by the update, so training's random stream is untouched
+        and a resumed run measures the same."""
+        cfg = self.config
+        update = self.num_timesteps // (cfg.rollout_steps * cfg.num_envs)
+        if cfg.sampling_error_every == 0 or update % cfg.sampling_error_every != 0:
+            return None
+        observations = self.buffer.observations.flatten(0, 1)
+        actions = self.buffer.actions.flatten(0, 1)
+        return sampling_error(
+            self.policy,
+            observations,
+            actions,
+            minibatch_size=512 * self.buffer.size // (cfg.rollout_steps * cfg.num_envs),
+            seed=cfg.seed + update,
+        )
 
     def _auxiliary_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
         """A loss a variant adds to each minibatch's (PMOE's gate and auxiliary Q), with its metrics (full names)."""
