@@ -28,7 +28,7 @@ from policylab.core.agent import register_agent
 from policylab.core.buffers import compute_gae
 from policylab.core.envs import VecEnv, fixed_horizon
 from policylab.core.natural_gradient import natural_gradient_step
-from policylab.core.nets import EnsembleMLP, gaussian_log_prob
+from policylab.core.nets import EnsembleLinear, EnsembleMLP, gaussian_log_prob
 from policylab.core.online import OnlineAgent, OnlineConfig
 
 
@@ -112,6 +112,29 @@ class StepwiseCritic(nn.Module):
     def forward(self, observations: torch.Tensor, actions: torch.Tensor, step: int | None = None) -> torch.Tensor:
         """Q of every step's batch ([steps, batch]), or of `step` alone on a [batch, ...] input ([batch])."""
         return self.q(torch.cat([observations, actions], dim=-1), step).squeeze(-1)
+
+    def step_parameters(self, step: int) -> list[torch.Tensor]:
+        """Copies of one time step's weights, as leaf tensors to optimise on their own (see `with_parameters`)."""
+        return [parameter[step].detach().clone().requires_grad_(True) for parameter in self.parameters()]
+
+    def with_parameters(
+        self, parameters: list[torch.Tensor], observations: torch.Tensor, actions: torch.Tensor
+    ) -> torch.Tensor:
+        """Q of a [batch, ...] input under one step's weights as `step_parameters` gives them ([batch])."""
+        x, weights = torch.cat([observations, actions], dim=-1), iter(parameters)
+        for layer in self.q.layers:
+            if isinstance(layer, EnsembleLinear):  # its parameters in module order: weight [in, out], bias [1, out]
+                weight, bias = next(weights), next(weights)
+                x = torch.addmm(bias, x, weight)
+            else:
+                x = layer(x)
+        return x.squeeze(-1)
+
+    @torch.no_grad()
+    def load_step_parameters(self, step: int, parameters: list[torch.Tensor]) -> None:
+        """Write one time step's weights back (the inverse of `step_parameters`)."""
+        for parameter, value in zip(self.parameters(), parameters):
+            parameter[step] = value
 
     @torch.no_grad()
     def value(self, observations: torch.Tensor, policy: StepwiseGaussianPolicy, samples: int) -> torch.Tensor:
@@ -366,25 +389,24 @@ class NPG(OnlineAgent):
         self, step: int, online: CriticBatch, offline: CriticBatch | None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """`critic_steps` Adam steps on Q_step's squared error to its online (and offline) targets, with a fresh
-        optimiser; the other steps' critics get no gradient and so do not move. Returns the last losses."""
-        optimizer = torch.optim.Adam(self.critic.parameters(), lr=self.config.critic_learning_rate)
-        online_loss = offline_loss = torch.zeros((), device=self.device)
+        optimiser, on that step's weights alone. Returns the last losses."""
+        batches = [batch for batch in (online, offline) if batch is not None and len(batch.targets)]
+        if not batches:
+            return torch.zeros((), device=self.device), torch.zeros((), device=self.device)
+        # One forward pass over both parts; each part's mean squared error weighs the same.
+        observations, actions, targets = (torch.cat(column) for column in zip(*batches))
+        weight = torch.cat([torch.full_like(batch.targets, 1.0 / len(batch.targets)) for batch in batches])
+        is_online = torch.cat([torch.full_like(batch.targets, batch is online) for batch in batches]).bool()
+        parameters = self.critic.step_parameters(step)
+        optimizer = torch.optim.Adam(parameters, lr=self.config.critic_learning_rate, foreach=True)
         for _ in range(self.config.critic_steps):
-            loss = torch.zeros((), device=self.device)
-            if len(online.targets):
-                online_loss = (self.critic(online.observations, online.actions, step) - online.targets).pow(2).mean()
-                loss = loss + online_loss
-            if offline is not None and len(offline.targets):
-                offline_loss = (
-                    (self.critic(offline.observations, offline.actions, step) - offline.targets).pow(2).mean()
-                )
-                loss = loss + offline_loss
-            if not loss.requires_grad:
-                break
+            errors = weight * (self.critic.with_parameters(parameters, observations, actions) - targets).pow(2)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            errors.sum().backward()
             optimizer.step()
-        return online_loss.detach(), offline_loss.detach()
+        self.critic.load_step_parameters(step, parameters)
+        errors = errors.detach()
+        return errors[is_online].sum(), errors[~is_online].sum()
 
     def _natural_gradient_step(self, batch: PolicyBatch) -> dict[str, torch.Tensor]:
         """Maximise each step's importance-weighted advantage within a KL radius of the current policy."""
