@@ -83,7 +83,9 @@ def evaluate(
         episode_of_env = np.arange(num_envs)  # the episode each env is running, -1 once it has no more to run
         next_episode = num_envs
         while (episode_of_env >= 0).any():
-            observations, rewards, terminated, truncated, _ = envs.step(act(to_numpy(observations)))
+            time_steps = np.where(episode_of_env >= 0, lengths[np.maximum(episode_of_env, 0)], 0)
+            actions = act(to_numpy(observations), time_steps)
+            observations, rewards, terminated, truncated, _ = envs.step(actions)
             running = episode_of_env >= 0
             returns[episode_of_env[running]] += to_numpy(rewards)[running]
             lengths[episode_of_env[running]] += 1
@@ -94,11 +96,15 @@ def evaluate(
     return EvaluationResult(env_id, returns, lengths, None if scores is None else np.asarray(scores))
 
 
-def _as_batched_policy(policy: Any, deterministic: bool) -> Policy:
+def _as_batched_policy(policy: Any, deterministic: bool) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+    """A function of (observations, each one's time step in its episode); only agents with one policy per time
+    step (`acts_by_time_step`) are given the steps."""
+    if getattr(policy, "acts_by_time_step", False):
+        return lambda observations, steps: policy.act(observations, deterministic=deterministic, time_steps=steps)
     if hasattr(policy, "act"):
-        return lambda observations: policy.act(observations, deterministic=deterministic)
+        return lambda observations, steps: policy.act(observations, deterministic=deterministic)
     if callable(policy):
-        return policy
+        return lambda observations, steps: policy(observations)
     raise TypeError(f"cannot evaluate a {type(policy).__name__}: pass an agent or a function of observations")
 
 

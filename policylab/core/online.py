@@ -18,7 +18,7 @@ import gymnasium as gym
 import torch
 
 from policylab.core.agent import Agent, AgentConfig
-from policylab.core.envs import VecEnv, make_env, make_vec_env, supported_backends
+from policylab.core.envs import VecEnv, make_vec_env, supported_backends, task_spaces
 from policylab.core.evaluation import EvaluationResult, evaluate
 from policylab.core.logging import MetricAccumulator, MetricLogger, progress_bar
 from policylab.core.runs import RunDirectory
@@ -64,9 +64,7 @@ class OnlineAgent(Agent):
     def __init__(self, env: str | VecEnv | tuple[gym.Space, gym.Space], config: OnlineConfig | None = None) -> None:
         self.envs: VecEnv | None = None
         if isinstance(env, str):
-            probe = make_env(env)
-            observation_space, action_space = probe.observation_space, probe.action_space
-            probe.close()
+            observation_space, action_space = task_spaces(env)
             self.env_id: str | None = env
         elif isinstance(env, VecEnv):
             observation_space, action_space = env.single_observation_space, env.single_action_space

@@ -8,17 +8,20 @@ writes the file where `load_dataset("gen/<name>")` finds it.
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from policylab.core.data.behaviour import DATASET_KINDS, behaviour_tasks, make_behaviour_dataset, parse_dataset_name
 from policylab.core.data.dataset import OfflineDataset
 from policylab.core.data.registry import GENERATED_PREFIX, dataset_path, generated_dataset_dir
 from policylab.core.data.scores import GYMNASIUM_ENV_IDS
-from policylab.core.envs import make_env
+from policylab.core.envs import make_env, make_vec_env
+from policylab.core.envs.torch_envs import COMBINATION_LOCK_HORIZONS, register_combination_lock
 
 BatchPolicy = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
@@ -85,6 +88,55 @@ def make_pendulum_scripted(episodes: int = 100, seed: int = 0) -> OfflineDataset
     return dataset
 
 
+COMBINATION_LOCK_DATASET = re.compile(r"combination-lock-h(?P<horizon>\d+)-v0(?:-(?P<episodes>\d+)ep)?")
+COMBINATION_LOCK_EPISODES = 50_000
+"""Episodes of the paper's offline data."""
+
+
+def combination_lock_dataset_id(horizon: int, episodes: int | None = None) -> str:
+    """The `gen/` id of the combination lock's offline data (the paper's 50,000 episodes unless `episodes`)."""
+    suffix = "" if episodes is None or episodes == COMBINATION_LOCK_EPISODES else f"-{episodes}ep"
+    return f"{GENERATED_PREFIX}combination-lock-h{horizon}-v0{suffix}"
+
+
+@torch.no_grad()
+def make_combination_lock_dataset(
+    horizon: int, episodes: int = COMBINATION_LOCK_EPISODES, epsilon: float | None = None, seed: int = 0
+) -> OfflineDataset:
+    """`gen/combination-lock-h<H>-v0[-<N>ep]`: HNPG's offline data on `CombinationLock-H<H>-v0`, episodes of the
+    optimal policy (the one-hot action of the right choice) that takes a uniformly random action in [0, 1]^10 with
+    probability `epsilon` (default 1/H) at each step. Rolled out on the torch backend, 10,000 episodes at a time;
+    `infos/latent_state` (0 = A, 1 = B, 2 = dead) and `infos/step` record where each transition started."""
+    env_id = register_combination_lock(horizon)
+    epsilon = 1.0 / horizon if epsilon is None else epsilon
+    generator = torch.Generator().manual_seed(seed)
+    parts = []
+    for first in range(0, episodes, 10_000):
+        count = min(10_000, episodes - first)
+        env = make_vec_env(env_id, count, backend="torch", seed=seed + first)
+        observations, _ = env.reset()
+        columns: dict[str, list[torch.Tensor]] = {key: [] for key in ("obs", "act", "rew", "next", "term", "trunc")}
+        columns |= {"latent_state": [], "step": []}
+        for _ in range(horizon):
+            latent_states, steps = env.state.unbind(-1)
+            explore = torch.rand(count, 1, generator=generator) < epsilon
+            actions = torch.where(explore, torch.rand(count, 10, generator=generator), env.optimal_actions())
+            next_observations, rewards, terminated, truncated, info = env.step(actions)
+            step_columns = (observations, actions, rewards, info["final_obs"], terminated, truncated & ~terminated)
+            for key, value in zip(columns, (*step_columns, latent_states, steps)):
+                columns[key].append(value)
+            observations = next_observations
+        # Episode by episode ([envs, time] order), as D4RL stores them.
+        arrays = {key: torch.stack(values, dim=1).flatten(0, 1).numpy() for key, values in columns.items()}
+        infos = {key: arrays.pop(key) for key in ("latent_state", "step")}
+        parts.append(OfflineDataset(*arrays.values(), infos=infos, env_id=env_id))
+    dataset = OfflineDataset.concatenate(parts)
+    dataset.dataset_id = combination_lock_dataset_id(horizon, episodes)
+    dataset.metadata["policy"] = np.bytes_(f"optimal one-hot actions, uniformly random with probability {epsilon:g}")
+    dataset.metadata["seed"] = seed
+    return dataset
+
+
 GENERATED_DATASETS: dict[str, Callable[[], OfflineDataset]] = {
     "pendulum-scripted-v0": make_pendulum_scripted,
 }
@@ -94,7 +146,8 @@ def can_make(dataset_id: str) -> bool:
     """Whether `make_dataset` knows how to make this `gen/` id (behaviour datasets: if the family's policies ship)."""
     name = dataset_id.removeprefix(GENERATED_PREFIX)
     spec = parse_dataset_name(name)
-    return name in GENERATED_DATASETS or (spec is not None and spec.task in behaviour_tasks())
+    makeable = name in GENERATED_DATASETS or COMBINATION_LOCK_DATASET.fullmatch(name) is not None
+    return makeable or (spec is not None and spec.task in behaviour_tasks())
 
 
 def makeable_datasets() -> list[str]:
@@ -106,7 +159,8 @@ def makeable_datasets() -> list[str]:
         if task in shipped
         for kind in DATASET_KINDS
     ]
-    return [GENERATED_PREFIX + name for name in GENERATED_DATASETS] + behaviour
+    locks = [combination_lock_dataset_id(horizon) for horizon in COMBINATION_LOCK_HORIZONS]
+    return [GENERATED_PREFIX + name for name in GENERATED_DATASETS] + behaviour + locks
 
 
 def make_dataset(dataset_id: str, overwrite: bool = False, progress: bool = True) -> Path:
@@ -114,14 +168,21 @@ def make_dataset(dataset_id: str, overwrite: bool = False, progress: bool = True
     path. An existing file is kept unless `overwrite`."""
     name = dataset_id.removeprefix(GENERATED_PREFIX)
     spec = parse_dataset_name(name)
-    if name not in GENERATED_DATASETS and spec is None:
+    lock = COMBINATION_LOCK_DATASET.fullmatch(name)
+    if name not in GENERATED_DATASETS and spec is None and lock is None:
         raise ValueError(f"no generator for {dataset_id!r}; this installation makes: {', '.join(makeable_datasets())}")
     if spec is not None:
         name = spec.name  # canonical: hopper-medium-v0-100000 and hopper-medium-v0-100k are one file
     path = dataset_path(GENERATED_PREFIX + name)
     if path.exists() and not overwrite:
         return path
-    dataset = GENERATED_DATASETS[name]() if spec is None else make_behaviour_dataset(name, progress=progress)
+    if lock is not None:
+        episodes = int(lock["episodes"] or COMBINATION_LOCK_EPISODES)
+        dataset = make_combination_lock_dataset(int(lock["horizon"]), episodes)
+    elif spec is None:
+        dataset = GENERATED_DATASETS[name]()
+    else:
+        dataset = make_behaviour_dataset(name, progress=progress)
     dataset.save(path)
     return path
 

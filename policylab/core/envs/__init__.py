@@ -17,9 +17,11 @@ __all__ = [
     "BACKENDS",
     "TorchArrays",
     "VecEnv",
+    "fixed_horizon",
     "make_env",
     "make_vec_env",
     "supported_backends",
+    "task_spaces",
     "to_numpy",
     "to_torch",
 ]
@@ -28,11 +30,39 @@ __all__ = [
 def make_env(env_id: str, seed: int | None = None, **kwargs: Any) -> gym.Env:
     """A Gymnasium environment by id, reset once with `seed` when given; unknown ids get close matches."""
     _check_known(env_id)
+    if env_id not in gym.registry:
+        raise ValueError(
+            f"{env_id} is a torch-native task without a single-env Gymnasium version: "
+            f"use make_vec_env({env_id!r}, num_envs, backend='torch')"
+        )
     env = gym.make(env_id, **kwargs)
     if seed is not None:
         env.reset(seed=seed)
         env.action_space.seed(seed)
     return env
+
+
+def task_spaces(env_id: str) -> tuple[gym.Space, gym.Space]:
+    """The (observation, action) spaces of one env of a task, torch-native tasks included."""
+    from policylab.core.envs.torch_envs import TORCH_TASKS
+
+    _check_known(env_id)
+    if env_id in TORCH_TASKS:
+        task = TORCH_TASKS[env_id]
+        return task.single_observation_space, task.single_action_space
+    probe = gym.make(env_id)
+    spaces = probe.observation_space, probe.action_space
+    probe.close()
+    return spaces
+
+
+def fixed_horizon(env_id: str) -> int | None:
+    """The episode length of a task whose every episode lasts exactly that many steps (the combination lock), else
+    None."""
+    from policylab.core.envs.torch_envs import TORCH_TASKS
+
+    task = TORCH_TASKS.get(env_id)
+    return task.max_episode_steps if task is not None and task.fixed_horizon else None
 
 
 def supported_backends(env_id: str, device: str | torch.device | None = None) -> list[str]:

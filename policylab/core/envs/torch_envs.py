@@ -3,7 +3,8 @@
 `TorchVecEnv` owns what every task shares: the random generator, step counting and truncation, same-step
 auto-reset, action checking and dtypes. A task implements three small hooks: `_sample_initial_state`,
 `_dynamics` and `_observe`. `Pendulum` and `CartPole` equal Gymnasium 1.4's `Pendulum-v1` and `CartPole-v1`
-step for step.
+step for step; `CombinationLock` is the continuous combination lock of HNPG (Song et al. 2023; Zhou et al. 2023),
+one id per horizon (`CombinationLock-H50-v0`; `register_combination_lock` adds other horizons).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 from gymnasium.envs.classic_control import CartPoleEnv, PendulumEnv
 from gymnasium.vector.utils import batch_space
+from scipy.linalg import hadamard
 
 from policylab.core.envs.vector import VecEnv, check_env_seeds
 
@@ -53,6 +55,8 @@ class TorchVecEnv(VecEnv):
     state_shape: tuple[int, ...]
     state_dtype: torch.dtype = torch.float64
     max_episode_steps: int
+    fixed_horizon: bool = False
+    """whether every episode lasts exactly `max_episode_steps` steps (a finite-horizon task)"""
 
     def __init__(
         self,
@@ -269,4 +273,118 @@ class CartPole(TorchVecEnv):
         return state
 
 
+class CombinationLock(TorchVecEnv):
+    """The continuous combination lock with rich observations (HNPG's test task), as in the authors' `Lock`.
+
+    Latent states A (0), B (1) and the dead state C (2); episodes start in A or B with probability ½ and last
+    exactly `horizon` steps. An action in [0, 1]^10 becomes a choice among 10 by sampling softmax(action / 0.1).
+    In A or B the right choice of that step (its own combination for A and for B) keeps the agent alive and
+    switches between A and B with probability ½; any other choice, and every choice in C, leads to C. Reward comes
+    at the last step only: 1 for the right last choice while alive, else 0.1 with probability ½ (the anti-reward
+    that lures a myopic learner into giving up). The observation is one-hot(latent) + one-hot(step) +
+    N(0, 0.1²) noise on those 3 + horizon coordinates, zero-padded to a power of two (≥ horizon + 4) and
+    multiplied by the Hadamard matrix of that size. State: (latent, step) as integers.
+
+    The combinations are drawn once per task from `combination_seed` (not the env seed), so training and
+    evaluation envs, and the generated offline data, share one lock.
+    """
+
+    state_shape = (2,)
+    state_dtype = torch.int64
+    fixed_horizon = True
+    horizon: int
+    num_choices = 10
+    temperature = 0.1
+    switch_probability = 0.5
+    anti_reward = 0.1
+    anti_reward_probability = 0.5
+    observation_noise = 0.1
+    num_latents = 3
+    dead = 2
+    combination_seed = 0
+
+    def __init__(self, num_envs: int, device: str | torch.device = "cpu", seed: int | None = None, **kwargs: Any):
+        super().__init__(num_envs, device=device, seed=seed, **kwargs)
+        if self.max_episode_steps != self.horizon:
+            raise ValueError(
+                f"{self.env_id} episodes last exactly {self.horizon} steps; register a lock of another horizon with "
+                "register_combination_lock(horizon) instead of setting max_episode_steps"
+            )
+        generator = torch.Generator().manual_seed(self.combination_seed)
+        self.combinations = torch.randint(0, self.num_choices, (2, self.horizon), generator=generator).to(self.device)
+        size = self.single_observation_space.shape[0]
+        self.mixing = torch.as_tensor(hadamard(size), dtype=torch.float32, device=self.device)
+
+    def optimal_actions(self) -> torch.Tensor:
+        """For every env, the one-hot action of the right choice at its current latent state and step (the dead
+        state's rows hold A's choice: nothing is right there)."""
+        latent, step = self.state.unbind(-1)
+        right = self.combinations[latent.clamp(max=1), step.clamp(max=self.horizon - 1)]
+        return torch.nn.functional.one_hot(right, self.num_choices).to(self.action_dtype)
+
+    def _sample_initial_state(self, count: int) -> torch.Tensor:
+        latent = (self._random(count) >= 0.5).long()  # A or B with probability ½
+        return torch.stack([latent, torch.zeros_like(latent)], dim=-1)
+
+    def _dynamics(self, state: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        latent, step = state.unbind(-1)
+        probabilities = torch.softmax(actions.float() / self.temperature, dim=-1)
+        choices = torch.multinomial(probabilities, 1, generator=self.generator).squeeze(-1)
+        alive = latent != self.dead
+        right = self.combinations[latent.clamp(max=1), step]
+        correct = alive & (choices == right)
+        last = step == self.horizon - 1
+        switched = torch.where(self._random(len(latent)) < self.switch_probability, 1 - latent, latent)
+        next_latent = torch.where(correct, torch.where(last, latent, switched), self.dead)
+        anti_reward = torch.where(self._random(len(latent)) < self.anti_reward_probability, self.anti_reward, 0.0)
+        reward = torch.where(last, torch.where(correct, 1.0, anti_reward), 0.0)
+        return torch.stack([next_latent, step + 1], dim=-1), reward, last
+
+    def _observe(self, state: torch.Tensor) -> torch.Tensor:
+        latent, step = state.unbind(-1)
+        rows = torch.arange(len(latent), device=self.device)
+        size = self.mixing.shape[0]
+        vectors = torch.zeros(len(latent), size, device=self.device)
+        noisy = self.num_latents + self.horizon
+        vectors[:, :noisy] = self.observation_noise * torch.randn(
+            len(latent), noisy, generator=self.generator, device=self.device
+        )
+        vectors[rows, latent] += 1.0
+        vectors[rows, self.num_latents + step] += 1.0
+        return vectors @ self.mixing.T
+
+    def _random(self, count: int) -> torch.Tensor:
+        return torch.rand(count, generator=self.generator, device=self.device)
+
+
+def combination_lock_id(horizon: int) -> str:
+    """The task id of the combination lock of this horizon."""
+    return f"CombinationLock-H{horizon}-v0"
+
+
+def register_combination_lock(horizon: int) -> str:
+    """Add the combination lock of `horizon` steps to the torch tasks (a no-op if it is there); returns its id."""
+    if horizon < 1:
+        raise ValueError(f"a combination lock needs a horizon of at least 1 step, got {horizon}")
+    env_id = combination_lock_id(horizon)
+    if env_id not in TORCH_TASKS:
+        size = 2 ** math.ceil(math.log2(horizon + CombinationLock.num_latents + 1))
+        TORCH_TASKS[env_id] = type(
+            f"CombinationLockH{horizon}",
+            (CombinationLock,),
+            {
+                "env_id": env_id,
+                "horizon": horizon,
+                "max_episode_steps": horizon,
+                "single_observation_space": gym.spaces.Box(-np.inf, np.inf, (size,), np.float32),
+                "single_action_space": gym.spaces.Box(0.0, 1.0, (CombinationLock.num_choices,), np.float32),
+            },
+        )
+    return env_id
+
+
 TORCH_TASKS: dict[str, type[TorchVecEnv]] = {task.env_id: task for task in (Pendulum, CartPole)}
+COMBINATION_LOCK_HORIZONS = (5, 10, 20, 50)
+"""Horizons registered on import (the paper's is 50)."""
+for _horizon in COMBINATION_LOCK_HORIZONS:
+    register_combination_lock(_horizon)
