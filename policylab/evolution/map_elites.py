@@ -301,6 +301,33 @@ class MAPElites:
             self.evaluator = None
 
 
+QD_METHODS = ("me", "pga-me", "dcg-me")
+
+
+def make_qd_method(
+    method: str,
+    task: Any,
+    config: MAPElitesConfig | None = None,
+    emitter_config: Any = None,
+    backend: str = "local",
+    workers: int | None = None,
+    address: str | None = None,
+) -> MAPElites:
+    """MAP-Elites ("me"), PGA-MAP-Elites ("pga-me", `emitter_config` a `PGAConfig`) or DCG-MAP-Elites
+    ("dcg-me", a `DCGConfig`) on `task`; the policy-gradient emitters live on `config.device`, seeded by
+    `config.seed`."""
+    from policylab.evolution.dcg_map_elites import DescriptorConditionedEmitter
+    from policylab.evolution.pga_map_elites import PolicyGradientEmitter
+
+    config = config or MAPElitesConfig()
+    emitter_classes = {"me": None, "pga-me": PolicyGradientEmitter, "dcg-me": DescriptorConditionedEmitter}
+    if method not in emitter_classes:
+        raise ValueError(f"unknown QD method {method!r}; choose one of {', '.join(QD_METHODS)}")
+    emitter_class = emitter_classes[method]
+    emitters = [] if emitter_class is None else [emitter_class(task, emitter_config, config.device, config.seed)]
+    return MAPElites(task, config, emitters, backend, workers, address)
+
+
 def random_search(task: Any, archive: Archive, evaluations: int, batch_size: int, seed: int = 0) -> Archive:
     """The baseline MAP-Elites must beat: `evaluations` random solutions (the task's initial distribution) added
     to `archive` in batches."""

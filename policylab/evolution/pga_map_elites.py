@@ -59,8 +59,6 @@ class PGAConfig:
     """std of the target policy smoothing noise (actions in [-1, 1])"""
     noise_clip: float = 0.5
     """clip of the target policy smoothing noise"""
-    seed: int = 0
-    """seed of the networks' initialisation and of replay sampling"""
 
     def __post_init__(self) -> None:
         self.critic_hidden_sizes = tuple(self.critic_hidden_sizes)
@@ -75,7 +73,9 @@ class PolicyGradientEmitter(Emitter):
 
     needs_transitions = True
 
-    def __init__(self, task: QDPolicyTask, config: PGAConfig | None = None, device: str | torch.device = "cpu"):
+    def __init__(
+        self, task: QDPolicyTask, config: PGAConfig | None = None, device: str | torch.device = "cpu", seed: int = 0
+    ) -> None:
         if not isinstance(task, QDPolicyTask):
             raise TypeError(f"policy-gradient emitters evolve policies of a QDPolicyTask, got {type(task).__name__}")
         self.task, self.config, self.device = task, config or self.default_config(), torch.device(device)
@@ -85,19 +85,17 @@ class PolicyGradientEmitter(Emitter):
             conditioned_dim, self.action_dim, task.spec.hidden_sizes, task.spec.activation, "tanh"
         )
         with torch.random.fork_rng(devices=[]):  # seeded initialisation without touching the global generator
-            torch.manual_seed(self.config.seed)
+            torch.manual_seed(seed)
             self.critic = EnsembleCritic(conditioned_dim, self.action_dim, self.config.critic_hidden_sizes)
             self.actor = self.actor_spec.to_module(self.actor_spec.initial_params(1)[0])
         self.critic, self.actor = self.critic.to(self.device), self.actor.to(self.device)
-        self.generator = torch.Generator(self.device).manual_seed(self.config.seed)
+        self.generator = torch.Generator(self.device).manual_seed(seed)
         """draws the target policy smoothing noise"""
         self.critic_target, self.actor_target = copy.deepcopy(self.critic), copy.deepcopy(self.actor)
         freeze([self.critic_target, self.actor_target])
         self.critic_optimizer = adam(self.critic.parameters(), self.config.critic_lr)
         self.actor_optimizer = adam(self.actor.parameters(), self.config.actor_lr)
-        self.buffer = ReplayBuffer(
-            self.config.replay_capacity, conditioned_dim, self.action_dim, self.device, self.config.seed
-        )
+        self.buffer = ReplayBuffer(self.config.replay_capacity, conditioned_dim, self.action_dim, self.device, seed)
 
     @staticmethod
     def default_config() -> PGAConfig:

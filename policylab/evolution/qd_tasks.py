@@ -17,7 +17,6 @@ import math
 from functools import cached_property
 
 import gymnasium as gym
-import numpy as np
 import torch
 
 from policylab.core.envs import make_vec_env
@@ -213,8 +212,3 @@ def make_qd_task(name: str, **options) -> QDPolicyTask | PlanarArmTask:
     if name == "planar_arm":
         return PlanarArmTask(**options)
     return QDPolicyTask(name, **options)
-
-
-def descriptor_box(task: QDPolicyTask | PlanarArmTask) -> tuple[np.ndarray, np.ndarray]:
-    """(lower, upper) of the task's descriptors as arrays."""
-    return np.asarray(task.lower, dtype=np.float64), np.asarray(task.upper, dtype=np.float64)
