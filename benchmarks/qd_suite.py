@@ -1,8 +1,8 @@
 """Quality-diversity suite: MAP-Elites, PGA-MAP-Elites and DCG-MAP-Elites on the QD-RL locomotion tasks, and the
 library's MAP-Elites next to pyribs' on the planar arm.
 
-Locomotion: each (task, method, seed) is one run directory under `output/runs/`, resumed when the script is run
-again, and one result file `output/<task>-<method>-s<seed>.json` written as soon as the run ends (QD-score,
+Locomotion: each (task, method, seed) is one run directory under `run_root` (git-ignored), resumed when the script
+is run again, and one result file `output/<task>-<method>-s<seed>.json` written as soon as the run ends (QD-score,
 coverage, max fitness; for DCG-ME the distilled actor's QD-score, coverage and distance to its target descriptor).
 `--budget paper` is the papers' setting (batch 256, 1024 CVT cells, 3000 critic and 150 PG steps, 4000 iterations
 = 1,024,000 evaluations); `--budget reduced` is what a small CPU affords (see `REDUCED`), stated in the results.
@@ -23,6 +23,7 @@ import json
 import math
 import pathlib
 import platform
+import shutil
 import tempfile
 import time
 from typing import Any, Literal
@@ -86,6 +87,8 @@ class Args:
     smoke: bool = False
     """a tiny run of every part that writes nothing"""
     output: pathlib.Path = RESULTS
+    run_root: pathlib.Path = RESULTS.parent / "work" / "qd_suite"
+    """run directories (git-ignored: their checkpoints hold replay buffers of hundreds of MB)"""
 
 
 def method_configs(method: str, budget: Budget, seed: int) -> tuple[MAPElitesConfig, Any]:
@@ -111,7 +114,8 @@ def run_locomotion(args: Args, task_name: str, method: str, seed: int, budget: B
     task = QDPolicyTask(task_name, budget.hidden_sizes, episode_length=budget.episode_length, threads=args.threads)
     config, emitter_config = method_configs(method, budget, seed)
     me = make_qd_method(method, task, config, emitter_config, workers=args.threads)
-    run_dir = output / "runs" / f"{task_name}-{method}-s{seed}"
+    name = f"{task_name}-{method}-s{seed}"
+    run_dir = args.run_root / name
     started = time.perf_counter()
     try:
         me.run(budget.iterations, run_dir, resume=True, progress=False, checkpoint_every=5)
@@ -133,6 +137,9 @@ def run_locomotion(args: Args, task_name: str, method: str, seed: int, budget: B
     }
     if method == "dcg-me":
         result |= evaluate_distilled_actor(me.emitters[-1], me.archive, me.qd_offset, seed=seed + 10_000)
+    if (run_dir / "archive.png").exists():
+        (output / "archives").mkdir(exist_ok=True)
+        shutil.copyfile(run_dir / "archive.png", output / "archives" / f"{name}.png")
     return result
 
 
@@ -334,6 +341,8 @@ def main(args: Args) -> None:
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as scratch:
         output = pathlib.Path(scratch) if args.smoke else args.output
+        if args.smoke:
+            args = dataclasses.replace(args, run_root=output / "runs")
         output.mkdir(parents=True, exist_ok=True)
         if args.part in ("all", "arm"):
             planar_arm(args, None if args.smoke else output)

@@ -58,8 +58,9 @@ class Emitter:
         """Offspring of elites of `archive`."""
         raise NotImplementedError
 
-    def tell(self, batch: EvaluatedBatch, archive: Archive) -> dict[str, float]:
-        """Learn from the evaluated batch; returns metrics to log."""
+    def tell(self, batch: EvaluatedBatch, archive: Archive, own: slice) -> dict[str, float]:
+        """Learn from the evaluated batch, whose rows `own` are this emitter's offspring (an empty slice in the
+        first, random iteration); returns metrics to log."""
         return {}
 
     def state_dict(self) -> dict[str, Any]:
@@ -100,3 +101,7 @@ class IsoLineEmitter(Emitter):
         if self.bounds is not None:
             children = children.clamp(*self.bounds)
         return Offspring(children, no_intended_descriptors(self.batch_size, archive))
+
+    def tell(self, batch: EvaluatedBatch, archive: Archive, own: slice) -> dict[str, float]:
+        """How many of its offspring became elites."""
+        return {"ga_added": int(batch.insertion.added[own].sum())}

@@ -115,6 +115,8 @@ class MAPElites:
         self.history: list[dict[str, float]] = []
         self._asked: Offspring | None = None
         self._asked_sizes: list[int] = []
+        self._asked_random = False
+        """whether the asked batch is the random first one (no emitter's offspring)"""
 
     @property
     def needs_transitions(self) -> bool:
@@ -137,6 +139,7 @@ class MAPElites:
         else:
             parts = [emitter.ask(self.archive, self.generator) for emitter in self.emitters]
         self._asked_sizes = [len(part.solutions) for part in parts]
+        self._asked_random = len(self.archive) == 0
         self._asked = Offspring(
             torch.cat([part.solutions for part in parts]), torch.cat([part.intended_descriptors for part in parts])
         )
@@ -156,8 +159,10 @@ class MAPElites:
         insertion = self.archive.add(asked.solutions, evaluations.fitness, evaluations.behaviours)
         batch = EvaluatedBatch(asked, evaluations, insertion)
         metrics: dict[str, float] = {}
-        for emitter in self.emitters:
-            metrics |= emitter.tell(batch, self.archive)
+        offsets = np.cumsum([0, *self._asked_sizes]).tolist()
+        for index, emitter in enumerate(self.emitters):
+            own = slice(0, 0) if self._asked_random else slice(offsets[index], offsets[index + 1])
+            metrics |= emitter.tell(batch, self.archive, own)
         self.evaluations += len(asked.solutions)
         self.env_steps += evaluations.env_steps
         stats = {
@@ -186,6 +191,7 @@ class MAPElites:
     def step(self) -> dict[str, float]:
         """One iteration evaluated by the evaluator of `backend`."""
         if self.evaluator is None:
+            # mutation_power only matters to seed-chain genomes; MAP-Elites sends parameter vectors
             self.evaluator = make_evaluator(self.task, mutation_power=1.0, **self.evaluator_settings)
         started = time.perf_counter()
         offspring = self.ask()

@@ -156,12 +156,15 @@ class PolicyGradientEmitter(Emitter):
             torch.cat([part.solutions for part in parts]), torch.cat([part.intended_descriptors for part in parts])
         )
 
-    def tell(self, batch: EvaluatedBatch, archive: Archive) -> dict[str, float]:
+    def tell(self, batch: EvaluatedBatch, archive: Archive, own: slice) -> dict[str, float]:
         transitions = batch.evaluations.transitions
         if transitions is None:
             raise ValueError("the policy-gradient emitter learns from transitions: evaluate with record_transitions")
         self.buffer.add(*self.replay_rows(transitions, batch, archive))
-        return self.train()
+        added = batch.insertion.added[own]
+        successes = {"pg_added": int(added[: self.config.pg_batch_size].sum())}
+        successes["actor_added"] = int(added[self.config.pg_batch_size :].sum())
+        return successes | self.train()
 
     # -- learning ------------------------------------------------------------------------------------------
 

@@ -155,6 +155,8 @@ def test_map_elites_beats_random_search_on_the_planar_arm():
     assert me.archive.coverage() > 1.5 * baseline.coverage()
     assert me.archive.qd_score(task.qd_offset) > 1.5 * baseline.qd_score(task.qd_offset)
     assert me.history[-1]["qd_score"] > me.history[0]["qd_score"]
+    assert me.history[0]["ga_added"] == 0  # the first batch is random, no emitter's
+    assert all(row["ga_added"] == row["added"] > 0 for row in me.history[1:4])
 
 
 @pytest.mark.parametrize("method", ["pga-me", "dcg-me"])
@@ -167,6 +169,8 @@ def test_run_resumes_exactly(tmp_path, method):
     resumed = make_qd_method(method, WALKER, TINY_ARCHIVE, learner)
     resumed.run(3, tmp_path / "resumed", resume=True, progress=False)
     assert resumed.iteration == 3 and resumed.evaluations == straight.evaluations
+    for row in straight.history[1:]:  # each emitter's successes add up to the batch's
+        assert row["ga_added"] + row["pg_added"] + row["actor_added"] == row["added"]
     assert torch.equal(resumed.archive.fitness, straight.archive.fitness)
     assert torch.equal(resumed.archive.solutions, straight.archive.solutions)
     for name in ("archive.png", "qd_score.png", "metrics.csv", "config.json"):
@@ -192,3 +196,17 @@ def test_population_transitions_and_time_feature_are_consistent():
     np.testing.assert_array_equal(transitions.next_observations[: full_steps - 6 : 6], first_env[1:])
     assert set(np.unique(transitions.terminations)) <= {0.0, 1.0}
     assert np.abs(transitions.actions).max() <= 1.0
+
+
+def test_shards_joined_equal_the_whole_batch_transitions_included():
+    params = WALKER.initial_params(5, torch.Generator().manual_seed(3))
+    whole = WALKER.evaluate(params, 1, 7, record_transitions=True)
+    shards = [WALKER.evaluate(params[:2], 1, 7, True), WALKER.evaluate(params[2:], 1, 7 + 2, True)]
+    joined = Evaluations.concatenate(shards)  # how the Ray back-end joins its actors' shards
+    np.testing.assert_array_equal(joined.fitness, whole.fitness)
+    np.testing.assert_array_equal(joined.behaviours, whole.behaviours)
+    order = np.lexsort((joined.transitions.members,))  # shards list their steps member by member, not step by step
+    for name in ("members", "rewards", "observations"):
+        joined_rows = getattr(joined.transitions, name)[order]
+        whole_rows = getattr(whole.transitions, name)[np.lexsort((whole.transitions.members,))]
+        np.testing.assert_array_equal(joined_rows, whole_rows)
