@@ -2,6 +2,7 @@
 
 policylab evolve ga --env Hopper-v5 --generations 100 --population-size 256 --mutation-power 0.02
 policylab evolve ga --env Hopper-v5 --backend ray --workers 16 --address auto
+policylab evolve dcg-me --task walker2d_uni --iterations 4000      # also me, pga-me; --task ant_omni, planar_arm
 """
 
 from __future__ import annotations
@@ -16,6 +17,10 @@ import tyro
 from policylab.core.evaluation import evaluate
 from policylab.core.runs import RunDirectory
 from policylab.evolution import GA, GAConfig, PolicyTask
+from policylab.evolution.dcg_map_elites import DCGConfig, evaluate_distilled_actor
+from policylab.evolution.map_elites import MAPElitesConfig, make_qd_method
+from policylab.evolution.pga_map_elites import PGAConfig
+from policylab.evolution.qd_tasks import QD_TASKS, make_qd_task
 
 
 @dataclasses.dataclass
@@ -49,11 +54,105 @@ class EvolveGA:
     config: Annotated[GAConfig, tyro.conf.arg(name="")] = dataclasses.field(default_factory=GAConfig)
 
 
-EVOLVE_COMMANDS = {"ga": EvolveGA}
+@dataclasses.dataclass
+class EvolveQD:
+    """A quality-diversity run: an archive of diverse, high-performing solutions."""
+
+    task: str
+    """walker2d_uni, ant_omni, hopper_uni, halfcheetah_uni, ant_uni, or planar_arm"""
+    iterations: int = 100
+    """iterations in total (each evaluates one batch)"""
+    backend: Literal["local", "ray"] = "local"
+    """local: the batch as one batched env in this process; ray: batch shards on Ray actors"""
+    workers: int | None = None
+    """physics threads (local, default every core) or Ray actors (ray, default 2)"""
+    address: str | None = None
+    """Ray cluster to join (e.g. auto); default: start a local Ray"""
+    hidden_sizes: tuple[int, ...] = (128, 128)
+    """hidden layer widths of the policies (locomotion tasks)"""
+    episode_length: int | None = None
+    """shorter episodes than the task's (locomotion tasks)"""
+    dof: int = 10
+    """joints of the planar arm (planar_arm)"""
+    run_dir: Path | None = None
+    """where config, metrics, checkpoint.pt, qd_score.png, archive.png and evaluation.json go
+    (default: runs/<method>-<task>-s<seed>)"""
+    resume: bool = False
+    """continue the run in run_dir from its checkpoint"""
+    checkpoint_every: int = 10
+    """iterations between checkpoints (and after the last)"""
+    progress: bool = True
+    """show a progress bar"""
+    config: Annotated[MAPElitesConfig, tyro.conf.arg(name="")] = dataclasses.field(default_factory=MAPElitesConfig)
 
 
-def run_evolution(command: EvolveGA) -> None:
+@dataclasses.dataclass
+class EvolveME(EvolveQD):
+    """MAP-Elites with the iso-line GA emitter."""
+
+
+@dataclasses.dataclass
+class EvolvePGAME(EvolveQD):
+    """PGA-MAP-Elites: iso-line GA offspring, policy-gradient offspring from a TD3 critic, and the greedy actor."""
+
+    config: Annotated[MAPElitesConfig, tyro.conf.arg(name="")] = dataclasses.field(
+        default_factory=lambda: MAPElitesConfig(ga_batch_size=128)
+    )
+    pga: PGAConfig = dataclasses.field(default_factory=PGAConfig)
+
+
+@dataclasses.dataclass
+class EvolveDCGME(EvolveQD):
+    """DCG-MAP-Elites: iso-line GA offspring, descriptor-conditioned policy-gradient offspring and actor injection;
+    the descriptor-conditioned actor is evaluated on every elite's descriptor at the end."""
+
+    config: Annotated[MAPElitesConfig, tyro.conf.arg(name="")] = dataclasses.field(
+        default_factory=lambda: MAPElitesConfig(ga_batch_size=128)
+    )
+    dcg: DCGConfig = dataclasses.field(default_factory=DCGConfig)
+
+
+EVOLVE_COMMANDS = {"ga": EvolveGA, "me": EvolveME, "pga-me": EvolvePGAME, "dcg-me": EvolveDCGME}
+QD_COMMAND_METHODS = {EvolveME: "me", EvolvePGAME: "pga-me", EvolveDCGME: "dcg-me"}
+
+
+def run_quality_diversity(command: EvolveQD) -> None:
+    """Run a QD command, write evaluation.json (archive metrics, and the distilled actor's for dcg-me) and print it."""
+    method, config = QD_COMMAND_METHODS[type(command)], command.config
+    if command.task != "planar_arm" and command.task not in QD_TASKS:
+        raise ValueError(f"unknown QD task {command.task!r}; choose planar_arm or one of {', '.join(QD_TASKS)}")
+    if command.task == "planar_arm":
+        task = make_qd_task("planar_arm", dof=command.dof)
+    else:
+        task = make_qd_task(command.task, hidden_sizes=command.hidden_sizes, episode_length=command.episode_length)
+    run_dir = command.run_dir or Path("runs") / f"{method}-{command.task}-s{config.seed}"
+    emitter_config = getattr(command, "pga", None) or getattr(command, "dcg", None)
+    me = make_qd_method(method, task, config, emitter_config, command.backend, command.workers, command.address)
+    try:
+        me.run(command.iterations, run_dir, command.resume, command.progress, command.checkpoint_every)
+    finally:
+        me.close()
+    summary = {
+        "run_dir": str(run_dir),
+        "method": method,
+        "task": command.task,
+        "iterations": me.iteration,
+        "evaluations": me.evaluations,
+        "qd_score": me.archive.qd_score(me.qd_offset),
+        "coverage": me.archive.coverage(),
+        "max_fitness": me.archive.max_fitness(),
+    }
+    if method == "dcg-me":
+        summary |= evaluate_distilled_actor(me.emitters[-1], me.archive, me.qd_offset, config.episodes, config.seed)
+    RunDirectory(run_dir).write_json("evaluation.json", summary)
+    print(json.dumps(summary, indent=2))
+
+
+def run_evolution(command: EvolveGA | EvolveQD) -> None:
     """Run an `evolve` command and print where its results are."""
+    if isinstance(command, EvolveQD):
+        run_quality_diversity(command)
+        return
     config = command.config
     run_dir = command.run_dir or Path("runs") / f"ga-{command.env}-s{config.seed}"
     task = PolicyTask(

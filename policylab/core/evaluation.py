@@ -118,6 +118,31 @@ def _check_spaces(policy: Any, observation_space: Any, env_id: str) -> None:
 
 
 @dataclasses.dataclass
+class PopulationTransitions:
+    """Every step of a population's episodes, flat (N rows): what off-policy learners need. `actions` are the
+    policy outputs in [-1, 1] (before scaling to the action box); `terminations` are 1 where the episode truly
+    ended (truncations are 0); `members` is the population row that took the step."""
+
+    observations: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    next_observations: np.ndarray
+    terminations: np.ndarray
+    members: np.ndarray
+
+    @staticmethod
+    def concatenate(parts: list[PopulationTransitions], member_offsets: list[int]) -> PopulationTransitions:
+        """Join the transitions of consecutive shards whose first members are `member_offsets`."""
+        fields = {
+            field.name: np.concatenate([getattr(part, field.name) for part in parts])
+            for field in dataclasses.fields(PopulationTransitions)
+            if field.name != "members"
+        }
+        members = np.concatenate([part.members + offset for part, offset in zip(parts, member_offsets)])
+        return PopulationTransitions(**fields, members=members)
+
+
+@dataclasses.dataclass
 class PopulationResult:
     """Per-member, per-episode outcomes of `evaluate_population`, with the behaviour statistics QD methods use."""
 
@@ -125,6 +150,7 @@ class PopulationResult:
     lengths: np.ndarray  # (P, E)
     final_xy: np.ndarray  # (P, E, 2): position where each episode ended (y is 0 on planar tasks)
     feet_contact: np.ndarray | None  # (P, E, feet): fraction of steps each foot touched the floor
+    transitions: PopulationTransitions | None = None  # every step taken, when asked for
 
     @property
     def fitness(self) -> np.ndarray:
@@ -151,6 +177,8 @@ def evaluate_population(
     seed: int = 0,
     backend: str = "auto",
     max_episode_steps: int | None = None,
+    time_feature: bool = False,
+    record_transitions: bool = False,
     **env_kwargs: Any,
 ) -> PopulationResult:
     """One episode per (member, repeat) for all P members at once: the population's stacked weights run as one
@@ -162,6 +190,10 @@ def evaluate_population(
     `make_vec_env` (e.g. `num_threads` of the mujoco backend). On backends that seed each env
     on its own (mujoco, torch, gymnasium), env k starts from the initial state of seed + k alone, so members
     [a, b) evaluated with seed + a * episodes_per_member equal rows [a, b) of the whole population's result.
+
+    `time_feature` appends the fraction of the episode left, 1 − t / max_episode_steps, to each observation the
+    policy sees (so `policy_spec.input_dim` is one more than the task's); `record_transitions` also returns
+    every step taken (`PopulationResult.transitions`), with those observations.
     """
     population = params.shape[0]
     num_envs = population * episodes_per_member
@@ -171,26 +203,46 @@ def evaluate_population(
     final_xy, contact_steps = np.zeros((num_envs, 2)), None
     with make_vec_env(env_id, num_envs, backend=backend, seed=seed, **env_kwargs) as envs:
         action_space = envs.single_action_space
-        if (
-            policy_spec.input_dim != envs.single_observation_space.shape[0]
-            or policy_spec.output_dim != (action_space.shape[0])
-        ):
+        input_dim = envs.single_observation_space.shape[0] + int(time_feature)
+        if policy_spec.input_dim != input_dim or policy_spec.output_dim != (action_space.shape[0]):
             raise ValueError(
-                f"{env_id} has observations {envs.single_observation_space.shape} and actions {action_space.shape}; "
-                f"the policy maps {policy_spec.input_dim} to {policy_spec.output_dim}"
+                f"{env_id} has observations {envs.single_observation_space.shape} (+1 with time_feature) and "
+                f"actions {action_space.shape}; the policy maps {policy_spec.input_dim} to {policy_spec.output_dim}"
             )
+        horizon = getattr(envs, "max_episode_steps", None) if time_feature else None
+        if time_feature and horizon is None:
+            raise ValueError("time_feature needs the episode length: pass max_episode_steps")
+        steps: list[dict[str, np.ndarray]] = []
         low = torch.as_tensor(action_space.low, device=params.device)
         high = torch.as_tensor(action_space.high, device=params.device)
         layers = policy_spec.stack(params)
         observations, _ = envs.reset(seed=[seed + env for env in range(num_envs)] if envs.seeds_each_env else None)
         running = np.ones(num_envs, dtype=bool)
+        policy_inputs = _with_time_left(to_numpy(observations), lengths, horizon)
         while running.any():
-            inputs = torch.as_tensor(to_numpy(observations), dtype=params.dtype, device=params.device)
+            inputs = torch.as_tensor(policy_inputs, dtype=params.dtype, device=params.device)
             outputs = policy_spec.forward(layers, inputs.reshape(population, episodes_per_member, -1))
-            actions = low + (outputs.reshape(num_envs, -1) + 1) * (high - low) / 2
+            outputs = outputs.reshape(num_envs, -1)
+            actions = low + (outputs + 1) * (high - low) / 2
             observations, rewards, terminated, truncated, info = envs.step(actions.cpu().numpy())
             done = to_numpy(terminated | truncated)
             last_info = _finished_info(info, done)
+            next_inputs = _with_time_left(to_numpy(observations), lengths + 1, horizon)
+            if record_transitions:
+                final = _with_time_left(to_numpy(info["final_obs"]), lengths + 1, horizon) if done.any() else None
+                steps.append(
+                    {
+                        "observations": policy_inputs[running],
+                        "actions": outputs.cpu().numpy()[running],
+                        "rewards": to_numpy(rewards)[running],
+                        "next_observations": np.where(done[:, None], final, next_inputs)[running]
+                        if final is not None
+                        else next_inputs[running],
+                        "terminations": to_numpy(terminated)[running].astype(np.float32),
+                        "members": np.flatnonzero(running) // episodes_per_member,
+                    }
+                )
+            policy_inputs = next_inputs
             returns[running] += to_numpy(rewards)[running]
             lengths[running] += 1
             if "feet_contact" in last_info:
@@ -204,7 +256,19 @@ def evaluate_population(
             running &= ~done
     shape = (population, episodes_per_member)
     feet_contact = None if contact_steps is None else (contact_steps / lengths[:, None]).reshape(*shape, -1)
-    return PopulationResult(returns.reshape(shape), lengths.reshape(shape), final_xy.reshape(*shape, 2), feet_contact)
+    transitions = None
+    if record_transitions:
+        transitions = PopulationTransitions(**{key: np.concatenate([step[key] for step in steps]) for key in steps[0]})
+    return PopulationResult(
+        returns.reshape(shape), lengths.reshape(shape), final_xy.reshape(*shape, 2), feet_contact, transitions
+    )
+
+
+def _with_time_left(observations: np.ndarray, elapsed: np.ndarray, horizon: int | None) -> np.ndarray:
+    """Observations with the fraction of the episode left appended (unchanged when `horizon` is None)."""
+    if horizon is None:
+        return observations
+    return np.concatenate([observations, (1.0 - elapsed / horizon)[:, None]], axis=1)
 
 
 def _finished_info(info: dict[str, Any], done: np.ndarray) -> dict[str, Any]:

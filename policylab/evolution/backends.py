@@ -45,6 +45,11 @@ class LocalEvaluator:
         """Evaluations of `genomes`, in order."""
         return self.task.evaluate(self.decoder.decode_batch(genomes), episodes, seed)
 
+    def evaluate_params(self, params: torch.Tensor, episodes: int, seed: int, **options: Any) -> Evaluations:
+        """Evaluations of parameter vectors (rows of `params`), for methods whose solutions are not seed chains;
+        `options` go to the task's `evaluate` (e.g. `record_transitions=True`)."""
+        return self.task.evaluate(params, episodes, seed, **options)
+
     def close(self) -> None:
         """Nothing to release."""
 
@@ -59,6 +64,10 @@ class ShardWorker:
     def evaluate(self, genomes: Sequence[Genome], episodes: int, seed: int) -> Evaluations:
         """Evaluations of one shard."""
         return self.evaluator.evaluate(genomes, episodes, seed)
+
+    def evaluate_params(self, params: torch.Tensor, episodes: int, seed: int, **options: Any) -> Evaluations:
+        """Evaluations of one shard of parameter vectors."""
+        return self.evaluator.evaluate_params(params, episodes, seed, **options)
 
     def pid(self) -> int:
         """The actor's process id."""
@@ -107,12 +116,24 @@ class RayEvaluator:
 
     def evaluate(self, genomes: Sequence[Genome], episodes: int, seed: int) -> Evaluations:
         """Evaluations of `genomes`, in order, whatever actors die on the way."""
-        bounds = np.linspace(0, len(genomes), len(self.workers) + 1).astype(int).tolist()
+        return self._evaluate_shards("evaluate", list(genomes), episodes, seed, {})
+
+    def evaluate_params(self, params: torch.Tensor, episodes: int, seed: int, **options: Any) -> Evaluations:
+        """Evaluations of the rows of `params`, in order, whatever actors die on the way."""
+        return self._evaluate_shards("evaluate_params", params, episodes, seed, options)
+
+    def _evaluate_shards(
+        self, method: str, batch: Sequence[Any] | torch.Tensor, episodes: int, seed: int, options: dict[str, Any]
+    ) -> Evaluations:
+        bounds = np.linspace(0, len(batch), len(self.workers) + 1).astype(int).tolist()
         shards = [(start, stop) for start, stop in zip(bounds[:-1], bounds[1:]) if stop > start]
-        pending = {}
-        for index, (start, stop) in enumerate(shards):
-            worker = self.workers[index]
-            pending[worker.evaluate.remote(list(genomes[start:stop]), episodes, seed + start * episodes)] = index
+
+        def submit(index: int) -> Any:
+            start, stop = shards[index]
+            remote = getattr(self.workers[index], method).remote
+            return remote(batch[start:stop], episodes, seed + start * episodes, **options)
+
+        pending = {submit(index): index for index in range(len(shards))}
         results: dict[int, Evaluations] = {}
         failures = 0
         while pending:
@@ -126,11 +147,7 @@ class RayEvaluator:
                 if failures > self.max_failures:
                     raise RuntimeError(f"{failures} Ray actors died while evaluating one batch; giving up") from None
                 self.workers[index] = self._start_worker()
-                start, stop = shards[index]
-                remote = self.workers[index].evaluate.remote(
-                    list(genomes[start:stop]), episodes, seed + start * episodes
-                )
-                pending[remote] = index
+                pending[submit(index)] = index
         return Evaluations.concatenate([results[index] for index in range(len(shards))])
 
     def close(self) -> None:

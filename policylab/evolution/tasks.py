@@ -18,25 +18,31 @@ import numpy as np
 import torch
 
 from policylab.core.envs import make_vec_env, supported_backends
-from policylab.core.evaluation import evaluate_population
+from policylab.core.evaluation import PopulationTransitions, evaluate_population
 from policylab.core.nets import PopulationMLP
 from policylab.evolution.genomes import counter_normal, counter_uniform
 
 
 @dataclasses.dataclass
 class Evaluations:
-    """Outcomes of a batch: fitness (P,), behaviour descriptors (P, B) when the task has them, env steps taken."""
+    """Outcomes of a batch: fitness (P,), behaviour descriptors (P, B) when the task has them, env steps taken, and
+    every step's transition when asked for (off-policy learners of quality-diversity methods train on them)."""
 
     fitness: np.ndarray
     behaviours: np.ndarray | None = None
     env_steps: int = 0
+    transitions: PopulationTransitions | None = None
 
     @staticmethod
     def concatenate(parts: list[Evaluations]) -> Evaluations:
         """Join the evaluations of consecutive shards."""
         behaviours = None if parts[0].behaviours is None else np.concatenate([part.behaviours for part in parts])
         steps = sum(part.env_steps for part in parts)
-        return Evaluations(np.concatenate([part.fitness for part in parts]), behaviours, steps)
+        transitions = None
+        if parts[0].transitions is not None:
+            offsets = np.cumsum([0] + [len(part.fitness) for part in parts[:-1]]).tolist()
+            transitions = PopulationTransitions.concatenate([part.transitions for part in parts], offsets)
+        return Evaluations(np.concatenate([part.fitness for part in parts]), behaviours, steps, transitions)
 
 
 @dataclasses.dataclass

@@ -2,6 +2,8 @@
 
 import json
 
+import pytest
+
 from policylab.cli import main
 
 
@@ -17,3 +19,26 @@ def test_evolve_then_eval(tmp_path, capsys):
     main(["eval", str(run_dir / "agent.pt"), "--env", "Pendulum-v1", "--episodes", "2"])
     evaluation = json.loads(capsys.readouterr().out)
     assert evaluation["returns"] == json.loads((run_dir / "evaluation.json").read_text())["returns"]
+
+
+def test_evolve_quality_diversity(tmp_path, capsys):
+    arm_dir = tmp_path / "me"
+    arm = ["--task", "planar_arm", "--iterations", "3", "--archive", "grid", "--grid-shape", "8", "8", "--no-progress"]
+    main(["evolve", "me", *arm, "--ga-batch-size", "20", "--initial-population", "20", "--run-dir", str(arm_dir)])
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["evaluations"] == 60 and 0 < summary["coverage"] <= 1
+    assert summary == json.loads((arm_dir / "evaluation.json").read_text())
+    with pytest.raises(SystemExit, match="resume"):  # a finished run is not overwritten without --resume
+        main(["evolve", "me", *arm, "--run-dir", str(arm_dir)])
+
+    dcg_dir = tmp_path / "dcg"
+    options = ["--task", "walker2d_uni", "--iterations", "2", "--hidden-sizes", "8", "--episode-length", "10"]
+    options += ["--cells", "16", "--cvt-samples", "1000", "--ga-batch-size", "4", "--initial-population", "6"]
+    options += ["--dcg.pg-batch-size", "2", "--dcg.injection-batch-size", "2", "--dcg.pg-steps", "2"]
+    options += ["--dcg.critic-steps", "4", "--dcg.batch-size", "8", "--dcg.replay-capacity", "1000", "--no-progress"]
+    main(["evolve", "dcg-me", *options, "--run-dir", str(dcg_dir)])
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["evaluations"] == 6 + 8 and summary["distilled_policies"] == round(summary["coverage"] * 16)
+    assert summary["distilled_distance_to_target"] >= 0
+    for name in ("checkpoint.pt", "config.json", "metrics.csv", "qd_score.png", "archive.png", "evaluation.json"):
+        assert (dcg_dir / name).exists()

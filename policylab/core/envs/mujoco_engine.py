@@ -344,7 +344,8 @@ class MujocoVecEnv(VecEnv):
     Besides Gymnasium's info entries (every reward term, positions, velocities), `info` has `qpos`, `qvel` and
     `feet_contact` (whether each foot touches the floor) for every env. `physics` picks the physics path
     ("rollout" or "mjdata", see the module docstring); by default "rollout", or "mjdata" where the task reads
-    contact forces.
+    contact forces. `forward_reward_weight` replaces the task's weight of the forward reward, as Gymnasium's
+    argument of that name does.
     """
 
     backend = "mujoco"
@@ -358,6 +359,7 @@ class MujocoVecEnv(VecEnv):
         max_episode_steps: int = 1000,
         physics: str | None = None,
         num_threads: int | None = None,
+        forward_reward_weight: float | None = None,
     ):
         if env_id not in LOCOMOTION_TASKS:
             raise ValueError(f"the mujoco backend has no task {env_id!r}; it has {', '.join(LOCOMOTION_TASKS)}")
@@ -371,6 +373,8 @@ class MujocoVecEnv(VecEnv):
         self.env_id, self.num_envs, self.max_episode_steps = env_id, num_envs, max_episode_steps
         self.model = task_class.load_model()
         self.task = task_class(self.model)
+        if forward_reward_weight is not None:  # Gymnasium's argument of the same name (0: no forward reward)
+            self.task.forward_reward_weight = forward_reward_weight
         self.physics = PHYSICS[physics](self.model, task_class.frame_skip, num_envs, num_threads or usable_cores())
 
         self._states = np.zeros((num_envs, mujoco.mj_stateSize(self.model, FULL_PHYSICS)))

@@ -210,3 +210,14 @@ def test_feet_contact_agrees_with_mujocos_contact_list(env_id):
         np.testing.assert_array_equal(detector.feet_contact(data.sensordata[None])[0], expected)
         touching += expected
     assert touching.min() > 0  # every foot touched the floor at some point
+
+
+def test_forward_reward_weight_zero_leaves_survival_minus_costs():
+    env = MujocoVecEnv("Ant-v5", 3, seed=0, num_threads=1, forward_reward_weight=0.0)
+    env.reset(seed=0)
+    _, rewards, _, _, info = env.step(np.full((3, 8), 0.3, dtype=np.float32))
+    np.testing.assert_array_equal(info["reward_forward"], 0.0)
+    expected = info["reward_survive"] + info["reward_ctrl"] + info["reward_contact"]
+    np.testing.assert_allclose(rewards, expected)
+    assert np.abs(info["x_velocity"]).max() > 0  # the body moved; only its reward weight is zero
+    env.close()
