@@ -193,8 +193,12 @@ class PGD(OfflineAgent):
             cfg.normalize_guidance,
             generator=self.sampling_generator,
         )
-        transitions = self.agent.training_transitions(trajectories_to_transitions(self.diffusion, windows))
+        transitions = self.agent.training_transitions(self.synthetic_transitions(windows))
         self.replay.synthetic.add(*transitions[:5])  # exactly its capacity: the old set is overwritten
+
+    def synthetic_transitions(self, windows: torch.Tensor) -> TransitionBatch:
+        """The transitions (env units) of sampled windows; a diagnostic may override it to relabel them."""
+        return trajectories_to_transitions(self.diffusion, windows)
 
     def prepare(self, dataset: OfflineDataset) -> MixedReplay:
         """Prepare the inner agent on the real data, get the diffusion model, and sample the first synthetic set."""
