@@ -20,12 +20,21 @@ observation std). Stepping runs at about 5-15 thousand transitions per second pe
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import mujoco
 import numpy as np
 
 from policylab.core.envs.mujoco_engine import FULL_PHYSICS, LOCOMOTION_TASKS, PHYSICS, LocomotionTask, usable_cores
 
-__all__ = ["SUPPORTED_ENV_IDS", "clipped_velocities", "dynamics_error", "simulator_next_observations"]
+__all__ = [
+    "SUPPORTED_ENV_IDS",
+    "SimulatedSteps",
+    "clipped_velocities",
+    "dynamics_error",
+    "simulator_next_observations",
+    "simulator_steps",
+]
 
 SUPPORTED_ENV_IDS = tuple(LOCOMOTION_TASKS)
 
@@ -42,15 +51,26 @@ def clipped_velocities(env_id: str, observations: np.ndarray) -> np.ndarray:
     return (np.abs(velocities) >= task.velocity_clip).any(axis=1)
 
 
-def simulator_next_observations(
+class SimulatedSteps(NamedTuple):
+    """What MuJoCo gives for a batch of (observation, action) pairs: `[N, obs_dim]` float64 next observations, `[N]`
+    rewards and `[N]` bool terminations (the task's health check on the next state)."""
+
+    next_observations: np.ndarray
+    rewards: np.ndarray
+    terminated: np.ndarray
+
+
+def simulator_steps(
     env_id: str,
     observations: np.ndarray,
     actions: np.ndarray,
     chunk_size: int = 4096,
     num_threads: int | None = None,
-) -> np.ndarray:
-    """The next observation `[N, obs_dim]` (float64) MuJoCo gives for each observation `[N, obs_dim]` and action
-    `[N, act_dim]` of task `env_id`, stepped `chunk_size` transitions at a time on `num_threads` threads."""
+) -> SimulatedSteps:
+    """One env step of task `env_id` from each observation `[N, obs_dim]` with each action `[N, act_dim]`, stepped
+    `chunk_size` transitions at a time on `num_threads` threads. The forward reward is the move from the left-out
+    position 0; for Ant, whose reward Gymnasium reads from the torso's lagging Cartesian position, it is therefore
+    approximate."""
     task, model = _task(env_id)
     observations = _checked("observations", observations, _observation_dim(task, model))
     actions = _checked("actions", actions, model.nu)
@@ -66,7 +86,7 @@ def simulator_next_observations(
     qpos = states[:, 1 : 1 + model.nq]  # views into the state rows: [time, qpos, qvel, ...]
     qvel = states[:, 1 + model.nq : 1 + model.nq + model.nv]
     positions = model.nq - task.skipped_positions
-    next_observations = []
+    steps = []
     try:
         for start in range(0, count, chunk_size):
             # The last chunk is padded with its first row, since the physics steps a fixed batch size.
@@ -79,10 +99,28 @@ def simulator_next_observations(
             qvel[:] = chunk[:, positions : positions + model.nv]
             outputs = physics.step(states, warmstarts, actions[rows])
             contact_forces = outputs["cfrc_ext"] if task.reads_contact_forces else None
-            next_observations.append(task.observe(qpos, qvel, contact_forces)[: count - start])
+            body_xpos = outputs["xpos"] if task.reads_contact_forces else None
+            velocity = task.position(qpos, body_xpos) / task.dt  # the position before the step is 0
+            healthy = task.is_healthy(qpos, qvel) if task.healthy_reward is not None else None
+            rewards, _ = task.reward_terms(velocity, actions[rows], healthy, contact_forces)
+            terminated = ~healthy if healthy is not None else np.zeros(chunk_size, dtype=bool)
+            kept = count - start
+            steps.append((task.observe(qpos, qvel, contact_forces)[:kept], rewards[:kept], terminated[:kept]))
     finally:
         physics.close()
-    return np.concatenate(next_observations)
+    return SimulatedSteps(*(np.concatenate(part) for part in zip(*steps)))
+
+
+def simulator_next_observations(
+    env_id: str,
+    observations: np.ndarray,
+    actions: np.ndarray,
+    chunk_size: int = 4096,
+    num_threads: int | None = None,
+) -> np.ndarray:
+    """The next observation `[N, obs_dim]` (float64) MuJoCo gives for each observation and action of task `env_id`
+    (`simulator_steps`' first part)."""
+    return simulator_steps(env_id, observations, actions, chunk_size, num_threads).next_observations
 
 
 def dynamics_error(

@@ -9,23 +9,26 @@ from policylab.core.envs.dynamics_error import (
     clipped_velocities,
     dynamics_error,
     simulator_next_observations,
+    simulator_steps,
 )
 
 TASKS = ["Hopper-v5", "Walker2d-v5", "HalfCheetah-v5", "Ant-v5"]
 
 
 def gymnasium_transitions(env_id: str, steps: int = 200, seed: int = 0) -> dict[str, np.ndarray]:
-    """Observations, random actions, next observations and the true |qvel| maximum of a Gymnasium rollout."""
+    """Observations, random actions, next observations, rewards, terminations and the true |qvel| maximum of a
+    Gymnasium rollout."""
     env = gym.make(env_id)
     env.action_space.seed(seed)
     observation, _ = env.reset(seed=seed)
-    record = {"observations": [], "actions": [], "next_observations": [], "speed": []}
+    record = {key: [] for key in ("observations", "actions", "next_observations", "rewards", "terminated", "speed")}
     for _ in range(steps):
         action = env.action_space.sample()
         record["speed"].append(np.abs(env.unwrapped.data.qvel).max())
-        next_observation, _, terminated, truncated, _ = env.step(action)
+        next_observation, reward, terminated, truncated, _ = env.step(action)
         for key, value in zip(
-            ("observations", "actions", "next_observations"), (observation, action, next_observation)
+            ("observations", "actions", "next_observations", "rewards", "terminated"),
+            (observation, action, next_observation, reward, terminated),
         ):
             record[key].append(value)
         observation = env.reset()[0] if terminated or truncated else next_observation
@@ -43,6 +46,22 @@ def test_real_transitions_have_no_error_where_the_state_is_observed(env_id):
     # A dataset stores float32: rounding the inputs moves the next observation by little more than the rounding.
     float32 = {key: data[key].astype(np.float32) for key in ("observations", "actions", "next_observations")}
     assert np.median(dynamics_error(env_id, **float32)[observed]) < 1e-5
+
+
+@pytest.mark.parametrize("env_id", ["Hopper-v5", "Walker2d-v5", "HalfCheetah-v5"])
+def test_simulated_rewards_and_terminations_are_gymnasiums(env_id):
+    data = gymnasium_transitions(env_id, steps=300)
+    simulated = simulator_steps(env_id, data["observations"], data["actions"])
+    observed = ~clipped_velocities(env_id, data["observations"])
+    assert observed.sum() > 20
+    np.testing.assert_allclose(simulated.rewards[observed], data["rewards"][observed], atol=1e-7)
+    np.testing.assert_array_equal(simulated.terminated[observed], data["terminated"][observed])
+    if env_id != "HalfCheetah-v5":  # random actions make Hopper and Walker2d fall within 300 steps
+        assert data["terminated"][observed].any()
+    np.testing.assert_array_equal(
+        simulated.next_observations,
+        simulator_next_observations(env_id, **{key: data[key] for key in ("observations", "actions")}),
+    )
 
 
 def test_clipped_velocities_are_the_states_faster_than_the_observation_shows():
