@@ -17,8 +17,10 @@ Each (H, method, seed) writes `<out>/runs/h<H>-<method>-s<seed>.json` when it en
 to success, or None at the cap), so a killed benchmark resumes where it stopped; the table goes to
 `<out>/combination_lock.md` and `.json`.
 
+A run that ended unsolved is run again when its cap was lower than the one asked for now.
+
     python benchmarks/combination_lock.py --horizons 5 10 --seeds 0 1 2
-    python benchmarks/combination_lock.py --horizons 50 --episodes 10000 --cap 1000000
+    python benchmarks/combination_lock.py --horizons 50 --methods hnpg --caps 50 4000000
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ import tyro
 
 from policylab.core.data import load_dataset
 from policylab.core.data.generate import combination_lock_dataset_id
-from policylab.core.envs import VecEnv, make_vec_env
+from policylab.core.envs import VecEnv, VecEnvWrapper, make_vec_env
 from policylab.core.envs.torch_envs import register_combination_lock
 from policylab.core.files import atomic_write
 from policylab.online_rl import HNPG, NPG, SAC, HNPGConfig, NPGConfig, SACConfig
@@ -53,8 +55,11 @@ class Settings:
     """methods to run (npg, hnpg, hybrid-sac)"""
     seeds: tuple[int, ...] = (0, 1, 2)
     """seeds of every (H, method)"""
-    cap: int = 200_000
-    """online env steps at most per run (for every method)"""
+    caps: tuple[tuple[int, int], ...] = ((5, 100_000), (10, 300_000), (20, 1_000_000), (50, 2_000_000))
+    """(H, steps) pairs: online env steps at most per run of NPG and HNPG at horizon H"""
+    hybrid_sac_cap: int = 100_000
+    """online env steps at most per hybrid-SAC run (one gradient step per env step makes it ~50x slower per sample
+    than NPG/HNPG on a CPU)"""
     episodes: int = 50_000
     """offline episodes (the paper's 50,000)"""
     window: int = 10_000
@@ -63,21 +68,14 @@ class Settings:
     """where runs/ and the table go"""
 
 
-class SuccessTracker(VecEnv):
-    """Passes a VecEnv through and records, for every finished episode, the env step count and whether it was a
-    success (reward 1 at its last step); the agent trains on it as on the env itself."""
+class SuccessTracker(VecEnvWrapper):
+    """Records, for every finished episode of the envs it wraps, the env step count and whether it was a success
+    (reward 1 at its last step); the agent trains on it as on the envs themselves."""
 
     def __init__(self, env: VecEnv) -> None:
-        self.env = env
-        self.env_id, self.backend, self.num_envs = env.env_id, env.backend, env.num_envs
-        self.returns_tensors, self.seeds_each_env = env.returns_tensors, env.seeds_each_env
-        self.single_observation_space, self.single_action_space = env.single_observation_space, env.single_action_space
-        self.observation_space, self.action_space = env.observation_space, env.action_space
+        super().__init__(env)
         self.steps = 0
         self.finished: list[tuple[int, bool]] = []
-
-    def reset(self, **kwargs: Any) -> Any:
-        return self.env.reset(**kwargs)
 
     def step(self, actions: Any) -> Any:
         observations, rewards, terminated, truncated, info = self.env.step(actions)
@@ -86,16 +84,6 @@ class SuccessTracker(VecEnv):
         successes = (rewards >= 1.0).cpu().numpy()
         self.finished += [(self.steps, bool(success)) for success in successes[done]]
         return observations, rewards, terminated, truncated, info
-
-    def state_dict(self) -> dict[str, Any] | None:
-        return self.env.state_dict()
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.env.load_state_dict(state)
-
-    @property
-    def unwrapped(self) -> VecEnv:
-        return self.env.unwrapped
 
 
 class Solved(Exception):
@@ -123,12 +111,32 @@ def build_agent(method: str, horizon: int, seed: int, episodes: int, cap: int, e
     return agent
 
 
-def run(method: str, horizon: int, seed: int, settings: Settings) -> dict[str, Any]:
+def run_cap(method: str, horizon: int, settings: Settings) -> int:
+    """The sample cap of a (method, H) run."""
+    if method == "hybrid-sac":
+        return settings.hybrid_sac_cap
+    caps = dict(settings.caps)
+    if horizon not in caps:
+        raise ValueError(
+            f"no sample cap for H={horizon}: give one with --caps {horizon} <steps> (pairs of H and steps)"
+        )
+    return caps[horizon]
+
+
+def needs_run(path: Path, cap: int) -> bool:
+    """True when the run has no record yet, or ended unsolved under a lower cap than `cap`."""
+    if not path.exists():
+        return True
+    record = json.loads(path.read_text())
+    return record["samples_to_success"] is None and record["cap"] < cap
+
+
+def run(method: str, horizon: int, seed: int, cap: int, settings: Settings) -> dict[str, Any]:
     """Train until solved or at the cap; returns the success curve and the samples to success."""
     env_id = register_combination_lock(horizon)
     num_envs = 1 if method == "hybrid-sac" else 10
     envs = SuccessTracker(make_vec_env(env_id, num_envs, backend="torch", seed=seed))
-    agent = build_agent(method, horizon, seed, settings.episodes, settings.cap, envs)
+    agent = build_agent(method, horizon, seed, settings.episodes, cap, envs)
     curve: list[tuple[int, float]] = []
     checked = 0
 
@@ -145,7 +153,7 @@ def run(method: str, horizon: int, seed: int, settings: Settings) -> dict[str, A
 
     started = time.perf_counter()
     try:
-        agent.learn(settings.cap, eval_every=10 * settings.cap, progress=False, env=envs, callback=check)
+        agent.learn(cap, eval_every=10 * cap, progress=False, env=envs, callback=check)
         solved_at = None
     except Solved:
         solved_at = envs.steps
@@ -153,7 +161,7 @@ def run(method: str, horizon: int, seed: int, settings: Settings) -> dict[str, A
         "horizon": horizon,
         "method": method,
         "seed": seed,
-        "cap": settings.cap,
+        "cap": cap,
         "window": settings.window,
         "offline_episodes": settings.episodes,
         "samples_to_success": solved_at,
@@ -170,7 +178,8 @@ def table(results: list[dict[str, Any]], settings: Settings) -> str:
         cells[result["horizon"], result["method"]].append(result)
     lines = [
         f"Online samples until the moving-average success probability (training episodes, {settings.window:,}-step "
-        f"window) exceeds 0.5; cap {settings.cap:,} steps; offline data {settings.episodes:,} episodes.",
+        f'window) exceeds 0.5, counted until a sample cap given per run ("> cap" where a run did not get there); '
+        f"offline data {settings.episodes:,} episodes.",
         "",
         "| H | method | seeds solved | samples to success per seed | median |",
         "| --- | --- | --- | --- | --- |",
@@ -182,7 +191,8 @@ def table(results: list[dict[str, Any]], settings: Settings) -> str:
         per_seed = ", ".join(
             f"{value:,}" if value is not None else f"> {run['cap']:,}" for value, run in zip(samples, runs)
         )
-        median = f"{int(np.median(solved)):,}" if len(solved) * 2 > len(samples) else f"> {runs[0]['cap']:,}"
+        unsolved_caps = [run["cap"] for run in runs if run["samples_to_success"] is None]
+        median = f"{int(np.median(solved)):,}" if len(solved) * 2 > len(samples) else f"> {min(unsolved_caps):,}"
         lines.append(f"| {horizon} | {method} | {len(solved)}/{len(runs)} | {per_seed} | {median} |")
     return "\n".join(lines) + "\n"
 
@@ -197,9 +207,10 @@ def main(settings: Settings) -> None:
                 if method not in METHODS:
                     raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
                 path = runs_dir / f"h{horizon}-{method}-s{seed}.json"
-                if path.exists():
+                cap = run_cap(method, horizon, settings)
+                if not needs_run(path, cap):
                     continue
-                result = run(method, horizon, seed, settings)
+                result = run(method, horizon, seed, cap, settings)
                 result["machine"] = f"{platform.processor() or platform.machine()}, torch {torch.__version__}, 1 thread"
                 atomic_write(path, lambda file, result=result: file.write(json.dumps(result, indent=1).encode()))
                 print(

@@ -9,7 +9,7 @@ from typing import Any
 import gymnasium as gym
 import torch
 
-from policylab.core.envs.vector import TorchArrays, VecEnv, to_numpy, to_torch
+from policylab.core.envs.vector import TorchArrays, VecEnv, VecEnvWrapper, to_numpy, to_torch
 
 BACKENDS = ("auto", "torch", "warp", "mujoco", "envpool", "gymnasium", "gymnasium-async")
 
@@ -17,6 +17,7 @@ __all__ = [
     "BACKENDS",
     "TorchArrays",
     "VecEnv",
+    "VecEnvWrapper",
     "fixed_horizon",
     "make_env",
     "make_vec_env",

@@ -80,28 +80,22 @@ def to_torch(tree: Any, device: torch.device) -> Any:
     return tree
 
 
-class TorchArrays(VecEnv):
-    """Wraps a numpy-backed `VecEnv` so observations, rewards, flags and info arrays are torch tensors on
-    `device`; actions may be tensors or arrays."""
+class VecEnvWrapper(VecEnv):
+    """A `VecEnv` that passes everything through to `env`; subclasses override what they change."""
 
-    returns_tensors = True
-
-    def __init__(self, env: VecEnv, device: str | torch.device):
+    def __init__(self, env: VecEnv):
         self.env = env
-        self.device = torch.device(device)
         self.env_id, self.backend, self.num_envs = env.env_id, env.backend, env.num_envs
         self.single_observation_space, self.single_action_space = env.single_observation_space, env.single_action_space
         self.observation_space, self.action_space = env.observation_space, env.action_space
         self.metadata = env.metadata
-        self.seeds_each_env = env.seeds_each_env
+        self.returns_tensors, self.seeds_each_env = env.returns_tensors, env.seeds_each_env
 
     def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict]:
-        observations, info = self.env.reset(seed=seed, options=options)
-        return to_torch(observations, self.device), to_torch(info, self.device)
+        return self.env.reset(seed=seed, options=options)
 
     def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict]:
-        results = self.env.step(to_numpy(actions))
-        return tuple(to_torch(value, self.device) for value in results)
+        return self.env.step(actions)
 
     def close(self, **kwargs: Any) -> None:
         self.env.close(**kwargs)
@@ -115,3 +109,21 @@ class TorchArrays(VecEnv):
     @property
     def unwrapped(self) -> VecEnv:
         return self.env.unwrapped
+
+
+class TorchArrays(VecEnvWrapper):
+    """Wraps a numpy-backed `VecEnv` so observations, rewards, flags and info arrays are torch tensors on
+    `device`; actions may be tensors or arrays."""
+
+    def __init__(self, env: VecEnv, device: str | torch.device):
+        super().__init__(env)
+        self.device = torch.device(device)
+        self.returns_tensors = True
+
+    def reset(self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None) -> tuple[Any, dict]:
+        observations, info = self.env.reset(seed=seed, options=options)
+        return to_torch(observations, self.device), to_torch(info, self.device)
+
+    def step(self, actions: Any) -> tuple[Any, Any, Any, Any, dict]:
+        results = self.env.step(to_numpy(actions))
+        return tuple(to_torch(value, self.device) for value in results)
