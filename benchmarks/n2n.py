@@ -7,8 +7,10 @@ Each case runs, in order: N2N (layer removal, then shrinkage); random search ove
 has trained as many distinct students as N2N did; and one uniformly narrower network with N2N's best size. All
 students are distilled with the same settings. Every run has its own run directory (resumed if it exists) and
 `results.json` is rewritten as each run finishes, so a killed benchmark loses at most the run in progress.
-Policy students are re-evaluated at the end over `--final-episodes` episodes of seeds unseen in the search,
-next to the teacher on the same episodes.
+Searches select students by their score on held-out data (classifier: a validation set; policy: the search's
+episodes), so the selected students are scored again at the end on data the selection never saw: classifier
+students on a separate test set, policy students over `--final-episodes` episodes of unseen seeds, each next to
+the teacher on the same data.
 """
 
 from __future__ import annotations
@@ -32,11 +34,12 @@ from policylab.compression import (
     RandomSearch,
     plot_pareto,
     save_network,
-    synthetic_images,
     train_classifier,
     uniform_shrink,
 )
+from policylab.compression.datasets import image_data
 from policylab.compression.n2n import train_student
+from policylab.compression.teachers import accuracy, tensors_of
 from policylab.core.evaluation import evaluate
 from policylab.core.files import atomic_write
 
@@ -60,8 +63,10 @@ class Options:
     """results go to <output>/<case>/"""
     train_samples: int = 10_000
     """classifier: training images (the teacher's and the distillation set)"""
+    validation_samples: int = 2_000
+    """classifier: validation images (the search's accuracy reward and selection)"""
     test_samples: int = 2_000
-    """classifier: test images (students' accuracy)"""
+    """classifier: test images (the selected students' final accuracy)"""
     teacher_epochs: int = 10
     """classifier: the teacher's training epochs"""
     task: str = "Hopper-v5"
@@ -87,14 +92,13 @@ def write_json(path: Path, data: dict) -> None:
 
 
 def classifier_teacher(options: Options, directory: Path) -> ClassifierTeacher:
-    train = synthetic_images(options.train_samples, seed=0)
-    test = synthetic_images(options.test_samples, seed=1)
+    train, validation, _ = image_data("synthetic", options.train_samples, options.validation_samples)
     path = directory / "teacher.pt"
     if path.exists():
-        return ClassifierTeacher.from_file(path, train, test)
+        return ClassifierTeacher.from_file(path, train, validation)
     network = train_classifier(CLASSIFIER, train, options.teacher_epochs, seed=options.config.seed)
     save_network(path, CLASSIFIER, network)
-    return ClassifierTeacher(CLASSIFIER, network, train, test)
+    return ClassifierTeacher(CLASSIFIER, network, train, validation)
 
 
 def policy_teacher(options: Options, directory: Path) -> PolicyTeacher:
@@ -156,7 +160,8 @@ def main(options: Options) -> None:
         summary = search.run(run_dir, resume=(run_dir / "checkpoint.pt").exists())
         searches[name] = search
         results[name] = summary | {"seconds_total_so_far": time.perf_counter() - started}
-        results[name]["smallest_meeting_target"] = smallest_meeting_target(search.candidates, teacher)
+        smallest = smallest_meeting_target(search, teacher)
+        results[name]["smallest_meeting_target"] = smallest[1] if smallest else None
         write_json(results_path, results)
     best = searches["n2n"].best_architecture()
     scale = matching_uniform_scale(teacher.architecture, best.num_params)
@@ -174,6 +179,8 @@ def main(options: Options) -> None:
     uniform_network.load_state_dict(weights)
     if options.case == "policy":
         results["final"] = final_returns(teacher, searches, uniform, uniform_network, options)
+    else:
+        results["final"] = final_accuracies(teacher, searches, uniform_network, options)
     results["seconds"] = time.perf_counter() - started
     write_json(results_path, results)
     references = {
@@ -190,17 +197,38 @@ def main(options: Options) -> None:
     print(json.dumps(results, indent=2))
 
 
-def smallest_meeting_target(candidates: list[dict], teacher) -> dict | None:
-    """The smallest candidate of a search that meets the issue's target as the search scored it: at most 2 points of
-    accuracy lost (classifier) or at least 95% of the teacher's return kept (policy, over the search's episodes)."""
+def smallest_meeting_target(search, teacher) -> tuple[Architecture, dict] | None:
+    """The smallest student of a search that meets the issue's target as the search scored it: at most 2 points of
+    accuracy lost (classifier, on the validation set) or at least 95% of the teacher's return kept (policy, over
+    the search's episodes); its architecture and a summary."""
     if teacher.kind == "classifier":
-        meets = [c for c in candidates if c["score"] is not None and c["score"] >= teacher.score - 0.02]
+        meets = [(a, result) for a, result in search.trained() if result["score"] >= teacher.score - 0.02]
     else:
-        meets = [c for c in candidates if c["retained"] is not None and c["retained"] >= 0.95]
+        meets = [(a, result) for a, result in search.trained() if result["retained"] >= 0.95]
     if not meets:
         return None
-    smallest = min(meets, key=lambda candidate: candidate["params"])
-    return smallest | {"compression": teacher.architecture.num_params / smallest["params"]}
+    architecture, result = min(meets, key=lambda pair: pair[0].num_params)
+    summary = {"architecture": architecture.describe(), "params": architecture.num_params, **result}
+    return architecture, summary | {"compression": teacher.architecture.num_params / architecture.num_params}
+
+
+def final_accuracies(teacher, searches, uniform_network, options: Options) -> dict:
+    """Test-set accuracies of the teacher and of every selected student (each search's best reward and its
+    smallest student within 2 points on the validation set, re-distilled with its own seed)."""
+    _, _, test = image_data("synthetic", test_samples=options.test_samples)
+    test_inputs, test_labels = tensors_of(test)
+    networks = {"teacher": teacher.network, "uniform": uniform_network}
+    for name, search in searches.items():
+        networks[name] = search.best_network()
+        smallest = smallest_meeting_target(search, teacher)
+        if smallest is not None:
+            _, weights = train_student(teacher, smallest[0], options.config)
+            networks[f"{name}_smallest_meeting_target"] = smallest[0].build()
+            networks[f"{name}_smallest_meeting_target"].load_state_dict(weights)
+    final = {name: {"test_accuracy": accuracy(network, test_inputs, test_labels)} for name, network in networks.items()}
+    for name in final:
+        final[name]["test_points_lost"] = 100 * (final["teacher"]["test_accuracy"] - final[name]["test_accuracy"])
+    return final
 
 
 def final_returns(teacher, searches, uniform, uniform_network, options: Options) -> dict:

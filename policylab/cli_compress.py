@@ -46,6 +46,8 @@ class TrainClassifier:
     """passes over the training set"""
     train_samples: int = 10_000
     """synthetic data: training images"""
+    validation_samples: int = 2_000
+    """validation images (synthetic data; cifar10: held out from the end of its training images)"""
     test_samples: int = 2_000
     """synthetic data: test images"""
     seed: int = 0
@@ -74,6 +76,8 @@ class CompressN2N:
     """policy teachers: states each DAgger round collects"""
     train_samples: int = 10_000
     """synthetic data: training images"""
+    validation_samples: int = 2_000
+    """validation images (synthetic data; cifar10: held out from the end of its training images)"""
     test_samples: int = 2_000
     """synthetic data: test images"""
     run_dir: Path | None = None
@@ -93,20 +97,31 @@ def run_compression(command: CompressN2N | TrainClassifier) -> None:
     if isinstance(command, TrainClassifier):
         _train_classifier(command)
         return
-    teacher = _teacher(command)
+    if not command.teacher.is_file():
+        raise FileNotFoundError(f"no teacher at {command.teacher}")
+    test = None
+    if _file_format(command.teacher) == NETWORK_FORMAT:
+        train, validation, test = _image_data(command)
+        teacher = ClassifierTeacher.from_file(command.teacher, train, validation)
+    else:
+        teacher = _policy_teacher(command)
     run_dir = command.run_dir or Path("runs") / f"n2n-{command.teacher.stem}-{command.teacher.parent.name}"
     search = N2N(teacher, command.config)
     summary = search.run(run_dir, resume=command.resume, progress=command.progress)
     student = run_dir / ("agent.pt" if teacher.kind == "policy" else "student.pt")
-    print(json.dumps({"run_dir": str(run_dir), "student": str(student), **summary}, indent=2))
+    summary = {"run_dir": str(run_dir), "student": str(student), **summary}
+    if test is not None:  # students were selected on the validation set: their unbiased score is on the test set
+        test_inputs, test_labels = tensors_of(test)
+        summary["teacher_test_accuracy"] = accuracy(teacher.network, test_inputs, test_labels)
+        summary["best_test_accuracy"] = accuracy(search.best_network(), test_inputs, test_labels)
+    print(json.dumps(summary, indent=2))
 
 
-def _teacher(command: CompressN2N) -> ClassifierTeacher | PolicyTeacher:
-    if not command.teacher.is_file():
-        raise FileNotFoundError(f"no teacher at {command.teacher}")
-    if _file_format(command.teacher) == NETWORK_FORMAT:
-        train, test = image_data(command.data, command.train_samples, command.test_samples)
-        return ClassifierTeacher.from_file(command.teacher, train, test)
+def _image_data(command: CompressN2N | TrainClassifier):
+    return image_data(command.data, command.train_samples, command.validation_samples, command.test_samples)
+
+
+def _policy_teacher(command: CompressN2N) -> PolicyTeacher:
     if command.env is None:
         raise ValueError(f"{command.teacher} holds an agent: name its task with --env (e.g. --env Hopper-v5)")
     agent = policylab.load(command.teacher, device="cpu")
@@ -135,13 +150,20 @@ def _file_format(path: Path) -> str | None:
 
 
 def _train_classifier(command: TrainClassifier) -> None:
-    train, test = image_data(command.data, command.train_samples, command.test_samples)
+    train, validation, test = _image_data(command)
     inputs, labels = tensors_of(train)
     convs = tuple(Layer("conv", width, 3, 1 if index == 0 else 2, 1) for index, width in enumerate(command.conv_widths))
     linears = tuple(Layer("linear", width) for width in (*command.linear_widths, int(labels.max()) + 1))
     architecture = Architecture(tuple(inputs.shape[1:]), convs + linears)
     network = train_classifier(architecture, train, command.epochs, seed=command.seed)
-    test_accuracy = accuracy(network, *tensors_of(test))
-    save_network(command.output, architecture, network, accuracy=test_accuracy, data=command.data)
-    summary = {"output": str(command.output), "architecture": architecture.describe()}
-    print(json.dumps(summary | {"params": architecture.num_params, "test_accuracy": test_accuracy}, indent=2))
+    accuracies = {
+        f"{name}_accuracy": accuracy(network, *tensors_of(data))
+        for name, data in (("validation", validation), ("test", test))
+    }
+    save_network(command.output, architecture, network, data=command.data, **accuracies)
+    summary = {
+        "output": str(command.output),
+        "architecture": architecture.describe(),
+        "params": architecture.num_params,
+    }
+    print(json.dumps(summary | accuracies, indent=2))

@@ -1,8 +1,8 @@
 """Image classification data for classifier teachers: a synthetic task the library generates (no download) and
 CIFAR-10 read from the python-pickle files a user has on disk.
 
-    train, test = synthetic_images(8000, seed=0), synthetic_images(2000, seed=1)
-    train, test = cifar10("~/data/cifar-10-batches-py", train=True), cifar10("~/data/cifar-10-batches-py", train=False)
+    train, validation, test = image_data("synthetic")                 # seeds 0, 2 and 1 of `synthetic_images`
+    train, validation, test = image_data("cifar10:~/data/cifar-10-batches-py")
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch.nn import functional as F
-from torch.utils.data import TensorDataset
+from torch.utils.data import Dataset, Subset, TensorDataset
 
 CIFAR10_TRAIN_FILES = tuple(f"data_batch_{index}" for index in range(1, 6))
 CIFAR10_TEST_FILES = ("test_batch",)
@@ -97,12 +97,20 @@ def cifar10(root: str | os.PathLike, train: bool = True) -> TensorDataset:
 
 
 def image_data(
-    spec: str, train_samples: int = 10_000, test_samples: int = 2_000
-) -> tuple[TensorDataset, TensorDataset]:
-    """Training and test sets named by `spec`: "synthetic" (`synthetic_images`, seeds 0 and 1) or "cifar10:DIR"."""
+    spec: str, train_samples: int = 10_000, validation_samples: int = 2_000, test_samples: int = 2_000
+) -> tuple[Dataset, Dataset, Dataset]:
+    """Training, validation and test sets named by `spec`: "synthetic" (`synthetic_images` of seeds 0, 2 and 1) or
+    "cifar10:DIR" (the last `validation_samples` of CIFAR-10's 50,000 training images held out for validation)."""
     if spec == "synthetic":
-        return synthetic_images(train_samples, seed=0), synthetic_images(test_samples, seed=1)
+        return tuple(
+            synthetic_images(samples, seed=seed)
+            for samples, seed in ((train_samples, 0), (validation_samples, 2), (test_samples, 1))
+        )
     if spec.startswith("cifar10:"):
         root = spec.removeprefix("cifar10:")
-        return cifar10(root, train=True), cifar10(root, train=False)
+        train = cifar10(root, train=True)
+        if not 0 < validation_samples < len(train):
+            raise ValueError(f"validation_samples must be in [1, {len(train) - 1}], got {validation_samples}")
+        kept = len(train) - validation_samples
+        return Subset(train, range(kept)), Subset(train, range(kept, len(train))), cifar10(root, train=False)
     raise ValueError(f"unknown data {spec!r}: use synthetic (generated here) or cifar10:DIR (cifar-10-batches-py)")

@@ -331,6 +331,10 @@ class ArchitectureSearch:
             raise RuntimeError("no valid student yet")
         return Architecture.from_dict(self.best["architecture"])
 
+    def trained(self) -> list[tuple[Architecture, dict[str, float]]]:
+        """Every distinct architecture trained so far, with its student's score, retained fraction and reward."""
+        return [(Architecture.from_dict(json.loads(key)), result) for key, result in self._results.items()]
+
     def best_network(self) -> nn.Sequential:
         """The best student with its weights."""
         network = self.best_architecture().build()

@@ -1,10 +1,10 @@
 """The networks N2N compresses, and what their students become.
 
 A teacher gives N2N four things: its `architecture`; a distillation set (`inputs` and the teacher's raw outputs
-`targets`, its logits); `evaluate(network)`, the score of a network on the teacher's task (test accuracy, or mean
-return); and `save_student`, which writes the best student where a user can load it.
+`targets`, its logits); `evaluate(network)`, the score of a network on the teacher's task (accuracy on a held-out
+validation set, or mean return); and `save_student`, which writes the best student where a user can load it.
 
-    teacher = ClassifierTeacher.from_file("teacher.pt", train_set, test_set)         # any torch Dataset
+    teacher = ClassifierTeacher.from_file("teacher.pt", train_set, validation_set)   # any torch Dataset
     teacher = PolicyTeacher(policylab.load("runs/sac/agent.pt"), "Hopper-v5")         # a saved agent's actor
 
 A policy teacher's network is its actor's deterministic part (SAC's trunk and mean head, TD3+BC's MLP before its
@@ -139,16 +139,17 @@ def load_network(path: str | os.PathLike) -> tuple[Architecture, nn.Sequential, 
 
 
 class ClassifierTeacher:
-    """A classifier (built from an `Architecture`) with its training set, distilled from, and test set, scored on."""
+    """A classifier (built from an `Architecture`) with its training set, distilled from, and a held-out validation
+    set, scored on; the search selects students by that score, so report their accuracy on a third, test set."""
 
     kind = "classifier"
     score_name = "accuracy"
 
-    def __init__(self, architecture: Architecture, network: nn.Module, train_set: Dataset, test_set: Dataset):
+    def __init__(self, architecture: Architecture, network: nn.Module, train_set: Dataset, validation_set: Dataset):
         self.architecture, self.network = architecture, network.eval()
         self.inputs, _ = tensors_of(train_set)
-        self.test_inputs, self.test_labels = tensors_of(test_set)
-        for name, inputs in (("training", self.inputs), ("test", self.test_inputs)):
+        self.validation_inputs, self.validation_labels = tensors_of(validation_set)
+        for name, inputs in (("training", self.inputs), ("validation", self.validation_inputs)):
             if tuple(inputs.shape[1:]) != architecture.input_shape:
                 raise ValueError(
                     f"the {name} set's inputs have shape {tuple(inputs.shape[1:])} but the teacher takes "
@@ -158,18 +159,18 @@ class ClassifierTeacher:
         self.score = self.evaluate(self.network)
 
     @classmethod
-    def from_file(cls, path: str | os.PathLike, train_set: Dataset, test_set: Dataset) -> ClassifierTeacher:
+    def from_file(cls, path: str | os.PathLike, train_set: Dataset, validation_set: Dataset) -> ClassifierTeacher:
         """The teacher saved by `save_network` at `path`."""
         architecture, network, _ = load_network(path)
-        return cls(architecture, network, train_set, test_set)
+        return cls(architecture, network, train_set, validation_set)
 
     def distill(self, architecture: Architecture, settings: Any, seed: int) -> nn.Sequential:
         """A student of `architecture` distilled on the training set."""
         return distill(architecture, self.inputs, self.targets, settings, seed)
 
     def evaluate(self, network: nn.Module) -> float:
-        """Test accuracy."""
-        return accuracy(network, self.test_inputs, self.test_labels)
+        """Validation accuracy."""
+        return accuracy(network, self.validation_inputs, self.validation_labels)
 
     def retained(self, score: float) -> float:
         """N2N's accuracy reward R_a: the student's accuracy over the teacher's."""

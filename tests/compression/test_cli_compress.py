@@ -5,13 +5,16 @@ import json
 import pytest
 
 from policylab.cli import main
+from policylab.compression import load_network
+from policylab.compression.datasets import image_data
+from policylab.compression.teachers import accuracy, tensors_of
 from policylab.online_rl import SAC
 
 N2N_OPTIONS = ["--removal-epochs", "1", "--shrinkage-epochs", "1", "--rollouts", "2", "--distill-epochs", "1"]
 
 
 def test_compress_a_classifier(tmp_path, capsys):
-    data = ["--data", "synthetic", "--train-samples", "300", "--test-samples", "100"]
+    data = ["--data", "synthetic", "--train-samples", "300", "--validation-samples", "100", "--test-samples", "100"]
     teacher = tmp_path / "teacher.pt"
     main(["compress", "train-classifier", "--output", str(teacher), "--conv-widths", "4", "--epochs", "1", *data])
     assert json.loads(capsys.readouterr().out)["params"] > 0
@@ -21,6 +24,10 @@ def test_compress_a_classifier(tmp_path, capsys):
     )
     summary = json.loads(capsys.readouterr().out)
     assert summary["students_trained"] >= 1 and (run_dir / "student.pt").exists() and (run_dir / "pareto.png").exists()
+    _, student, _ = load_network(run_dir / "student.pt")  # selected on validation images, reported on test images
+    _, validation, test = image_data("synthetic", 300, 100, 100)
+    assert summary["best_accuracy"] == pytest.approx(accuracy(student, *tensors_of(validation)))
+    assert summary["best_test_accuracy"] == pytest.approx(accuracy(student, *tensors_of(test)))
 
 
 def test_compress_a_saved_agent_then_evaluate_it(tmp_path, capsys):

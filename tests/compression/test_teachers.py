@@ -16,7 +16,7 @@ from policylab.compression import (
     save_network,
     synthetic_images,
 )
-from policylab.compression.datasets import CIFAR10_MEAN, CIFAR10_STD
+from policylab.compression.datasets import CIFAR10_MEAN, CIFAR10_STD, image_data
 from policylab.offline_rl import TD3BC
 from policylab.online_rl import SAC
 
@@ -37,6 +37,24 @@ def test_cifar10_reads_the_python_pickle_batches(tmp_path):
     assert float(pixels[1, 2, 5, 7]) == pytest.approx(expected, rel=1e-5)
     with pytest.raises(FileNotFoundError, match="data_batch_1"):
         cifar10(tmp_path, train=True)
+
+
+def test_image_data_holds_validation_out_of_cifar10_training_images(tmp_path):
+    for index in range(1, 6):
+        write_cifar_batch(tmp_path / f"data_batch_{index}", np.zeros((2, 3072), dtype=np.uint8), [index, index])
+    write_cifar_batch(tmp_path / "test_batch", np.zeros((1, 3072), dtype=np.uint8), [7])
+    train, validation, test = image_data(f"cifar10:{tmp_path}", validation_samples=3)
+    labels = [[int(label) for _, label in split] for split in (train, validation, test)]
+    assert labels == [[1, 1, 2, 2, 3, 3, 4], [4, 5, 5], [7]]
+    with pytest.raises(ValueError, match="validation_samples"):
+        image_data(f"cifar10:{tmp_path}", validation_samples=10)
+
+
+def test_synthetic_validation_and_test_sets_differ():
+    train, validation, test = image_data("synthetic", 20, 30, 40)
+    assert [len(split) for split in (train, validation, test)] == [20, 30, 40]
+    assert not torch.equal(validation.tensors[0][:20], test.tensors[0][:20])
+    assert not torch.equal(validation.tensors[0][:20], train.tensors[0])
 
 
 def test_cifar10_refuses_pickles_that_would_run_code(tmp_path):
