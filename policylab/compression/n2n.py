@@ -424,20 +424,12 @@ class ArchitectureSearch:
                 self.teacher.score_name: self.teacher.score,
             },
         }
-        config = json.loads(json.dumps(config))
-        if run.checkpoint.exists():
-            if not resume:
-                raise FileExistsError(
-                    f"{run.path} already holds a run: pass resume=True (--resume) to continue it, "
-                    "or choose another run directory"
-                )
-            recorded = run.read_json("config.json")
-            for settings in (recorded["config"], config["config"]):
-                settings.pop("workers")  # a run may continue on more or fewer cores
-            if recorded != config:
-                raise ValueError(f"cannot resume {run.path}: it was started with another configuration or teacher")
+
+        def compared(config: dict[str, Any]) -> dict[str, Any]:  # a run may continue on more or fewer cores
+            return config | {"config": {key: value for key, value in config["config"].items() if key != "workers"}}
+
+        if run.begin(config, resume, compared=compared):
             self.load_state_dict(load_checkpoint(run.checkpoint, expected_format=CHECKPOINT_FORMAT))
-        run.write_json("config.json", config | {"config": dataclasses.asdict(self.config)})
 
     # -- state -----------------------------------------------------------------------------------
 

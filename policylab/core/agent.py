@@ -15,7 +15,6 @@ up by name in the registry that `register_agent` fills, never imported from a pa
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import random
@@ -347,27 +346,16 @@ class Agent:
         """Record the run's config; when resuming, restore agent and random state from the checkpoint and
         return its payload (None for a fresh run). `settings` are the loop's arguments."""
         config = {"algorithm": self.algorithm_name, "agent": config_to_dict(self.config), **settings}
-        if not run.checkpoint.exists():
-            run.write_json("config.json", config)
+
+        def compared(config: dict[str, Any]) -> tuple[str, dict[str, Any]]:  # a run may continue on another device
+            return config["algorithm"], {key: value for key, value in config["agent"].items() if key != "device"}
+
+        if not run.begin(config, resume, compared=compared):
             return None
-        if not resume:
-            raise FileExistsError(
-                f"{run.path} already holds a run: pass resume=True (--resume) to continue it, "
-                "or choose another run directory"
-            )
-        recorded, current = run.read_json("config.json"), json.loads(json.dumps(config, default=str))
-        recorded["agent"].pop("device", None)  # a run may continue on another device
-        current["agent"].pop("device", None)
-        if (recorded["algorithm"], recorded["agent"]) != (current["algorithm"], current["agent"]):
-            raise ValueError(
-                f"cannot resume {run.path}: it was started with a different configuration "
-                f"({recorded['agent']} vs {current['agent']})"
-            )
         payload = load_checkpoint(run.checkpoint)
         self.load_state_dict(payload["agent"])
         set_rng_state(payload["training"]["rng"])
         logger.truncate_after(int(payload["training"]["step"]))
-        run.write_json("config.json", config)
         return payload
 
     def _save_run_checkpoint(self, run: RunDirectory, step: int, training: dict[str, Any]) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -46,3 +47,30 @@ class RunDirectory:
     def read_json(self, name: str) -> Any:
         """Read `<run>/<name>` written by `write_json`."""
         return json.loads((self.path / name).read_text())
+
+    def begin(
+        self,
+        config: dict[str, Any],
+        resume: bool,
+        checkpoint: Path | None = None,
+        compared: Callable[[dict[str, Any]], Any] = lambda config: config,
+    ) -> bool:
+        """Start or continue the run of `config`, and record it as config.json. Returns True when `checkpoint`
+        (default `self.checkpoint`) exists and `resume` asks to continue from it (the caller then loads it), after
+        checking that `compared(config)` is the same for the recorded and the current config (as JSON); raises
+        when a checkpoint exists and `resume` is False, or when the configurations differ."""
+        checkpoint = self.checkpoint if checkpoint is None else checkpoint
+        config = json.loads(json.dumps(config, default=str))
+        continuing = checkpoint.exists()
+        if continuing and not resume:
+            raise FileExistsError(
+                f"{self.path} already holds a run: pass resume=True (--resume) to continue it, "
+                "or choose another run directory"
+            )
+        if continuing and compared(self.read_json("config.json")) != compared(config):
+            raise ValueError(
+                f"cannot resume {self.path}: it was started with a different configuration "
+                f"(config.json there: {compared(self.read_json('config.json'))}; now: {compared(config)})"
+            )
+        self.write_json("config.json", config)
+        return continuing

@@ -16,7 +16,6 @@ children, each a uniformly chosen parent plus σ·ε. No crossover.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from pathlib import Path
@@ -250,17 +249,8 @@ class GA:
 
     def _open_run(self, run: RunDirectory, resume: bool) -> None:
         config = {"ga": dataclasses.asdict(self.config), "task": describe_task(self.task)}
-        checkpoint = run.path / "checkpoint.json"
-        if checkpoint.exists():
-            if not resume:
-                raise FileExistsError(
-                    f"{run.path} already holds a run: pass resume=True (--resume) to continue it, "
-                    "or choose another run directory"
-                )
-            if run.read_json("config.json") != json.loads(json.dumps(config, default=str)):
-                raise ValueError(f"cannot resume {run.path}: it was started with a different configuration")
+        if run.begin(config, resume, checkpoint=run.path / "checkpoint.json"):
             self.load_state_dict(run.read_json("checkpoint.json"))
-        run.write_json("config.json", config)
 
     # -- results and state --------------------------------------------------------------------------
 

@@ -14,7 +14,6 @@ newcomers, and every emitter is told the evaluated batch. The first iteration ev
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import time
@@ -241,17 +240,8 @@ class MAPElites:
         return self.history
 
     def _open_run(self, run: RunDirectory, resume: bool) -> None:
-        config = json.loads(json.dumps(self.describe(), default=str))
-        if run.checkpoint.exists():
-            if not resume:
-                raise FileExistsError(
-                    f"{run.path} already holds a run: pass resume=True (--resume) to continue it, "
-                    "or choose another run directory"
-                )
-            if run.read_json("config.json") != config:
-                raise ValueError(f"cannot resume {run.path}: it was started with a different configuration")
+        if run.begin(self.describe(), resume):
             self.load_checkpoint(run.checkpoint)
-        run.write_json("config.json", config)
 
     def describe(self) -> dict[str, Any]:
         """The run's settings: MAP-Elites config, the task and every emitter's config."""

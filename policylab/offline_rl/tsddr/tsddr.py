@@ -229,16 +229,14 @@ class TSDDR:
         """Train for `iterations` gradient steps; validate, keep the best policy and checkpoint every `eval_every`."""
         run = RunDirectory(run_dir) if run_dir is not None else None
         logger = MetricLogger(run.path, tensorboard=False) if run is not None else None
-        if run is not None and run.checkpoint.exists() and not resume:
-            raise FileExistsError(
-                f"{run.path} already holds a run: pass resume=True (--resume) to continue it, "
-                "or choose another run directory"
-            )
-        if run is not None and resume and run.checkpoint.exists():
+        config = config_to_dict(self.config) | {"iterations": iterations}
+
+        def compared(config: dict) -> dict:  # a run may go on for more iterations, on another device
+            return {key: value for key, value in config.items() if key not in ("iterations", "device")}
+
+        if run is not None and run.begin(config, resume, compared=compared):
             self.load_state(torch.load(run.checkpoint, weights_only=True))
             logger.truncate_after(self.iteration)
-        elif run is not None:
-            run.write_json("config.json", config_to_dict(self.config) | {"iterations": iterations})
         validation = self.problem.sample_noises(self.config.validation_scenarios, [VALIDATION_STREAM, self.config.seed])
         bar = progress_bar(iterations, self.iteration, "TS-DDR", progress)
         while self.iteration < iterations:
