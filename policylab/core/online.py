@@ -32,6 +32,8 @@ class OnlineConfig(AgentConfig):
     """environments stepped together (make_vec_env)"""
     backend: str = "auto"
     """make_vec_env backend of the training envs: auto, torch, warp, mujoco, envpool, gymnasium, ..."""
+    clip_actions: bool = True
+    """clip actions to a Box action space's bounds before the envs get them (as Stable-Baselines3 does)"""
 
 
 class EnvStep(NamedTuple):
@@ -80,7 +82,7 @@ class OnlineAgent(Agent):
             raise ValueError(f"num_envs must be at least 1, got {self.config.num_envs}")
         self.num_timesteps = 0
         self._action_bounds = None
-        if isinstance(action_space, gym.spaces.Box):
+        if isinstance(action_space, gym.spaces.Box) and self.config.clip_actions:
             self._action_bounds = tuple(
                 torch.as_tensor(bound, dtype=torch.float32, device=self.device)
                 for bound in (action_space.low, action_space.high)

@@ -38,6 +38,9 @@ class NPGConfig(OnlineConfig):
 
     num_envs: int = 10
     """environments stepped together; each iteration steps each of them steps_per_iteration / num_envs times"""
+    clip_actions: bool = False
+    """clip the Gaussian's samples to the action space's bounds; HNPG's authors pass them unclipped (on the
+    combination lock the env takes any real vector: softmax(action / 0.1) is its choice distribution)"""
     steps_per_iteration: int = 1000
     """online env steps per iteration (rounded up to a multiple of num_envs)"""
     horizon: int | None = None

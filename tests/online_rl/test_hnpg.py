@@ -90,3 +90,20 @@ def test_train_hnpg_from_the_command_line(lock_data, tmp_path, capsys):
     main([*args, "--eval-episodes", "2", "--eval-every", "100", "--run-dir", str(run_dir), "--no-progress"])
     assert "eval/return_mean" in (run_dir / "metrics.csv").read_text().splitlines()[0]
     assert (run_dir / "agent.pt").is_file() and (run_dir / "evaluation.json").is_file()
+
+
+def test_npg_sends_the_envs_unclipped_samples_and_ppo_clips_them():
+    from policylab.core.envs import VecEnvWrapper, make_vec_env
+    from policylab.online_rl import PPO, PPOConfig
+
+    class Recorder(VecEnvWrapper):
+        def step(self, actions):
+            self.actions = actions
+            return self.env.step(actions)
+
+    envs = Recorder(make_vec_env(LOCK, 2, backend="torch", seed=0))
+    huge = torch.full((2, 10), 5.0)
+    for agent, expected in ((NPG(envs, NPGConfig(num_envs=2)), 5.0), (PPO(envs, PPOConfig(num_envs=2)), 1.0)):
+        agent.observations = agent._as_float(envs.reset(seed=0)[0])
+        agent.step_envs(envs, huge)
+        assert torch.all(envs.actions == expected)  # the lock's authors never clip; PPO clips to [0, 1] as SB3

@@ -277,7 +277,9 @@ class CombinationLock(TorchVecEnv):
     """The continuous combination lock with rich observations (HNPG's test task), as in the authors' `Lock`.
 
     Latent states A (0), B (1) and the dead state C (2); episodes start in A or B with probability ½ and last
-    exactly `horizon` steps. An action in [0, 1]^10 becomes a choice among 10 by sampling softmax(action / 0.1).
+    exactly `horizon` steps. An action becomes a choice among 10 by sampling softmax(action / 0.1); the action space
+    is [0, 1]^10, as the authors declare it, but any real vector is taken as it is, as their env does (their
+    Gaussian policies send unclipped samples: `NPGConfig.clip_actions` is False).
     In A or B the right choice of that step (its own combination for A and for B) keeps the agent alive and
     switches between A and B with probability ½; any other choice, and every choice in C, leads to C. Reward comes
     at the last step only: 1 for the right last choice while alive, else 0.1 with probability ½ (the anti-reward
