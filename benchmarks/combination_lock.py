@@ -64,6 +64,8 @@ class Settings:
     """offline episodes (the paper's 50,000)"""
     window: int = 10_000
     """env steps whose finished training episodes make the moving-average success probability"""
+    probe_every: int = 10_000
+    """env steps between measures of each time step's right-choice probability (`right_choice_probabilities`)"""
     out: Path = Path("benchmarks/results/combination_lock")
     """where runs/ and the table go"""
 
@@ -94,6 +96,25 @@ def moving_success(finished: list[tuple[int, bool]], at: int, window: int) -> fl
     """Success fraction of the episodes finished in (at − window, at]; None when none finished there."""
     recent = [success for step, success in finished if at - window < step <= at]
     return float(np.mean(recent)) if recent else None
+
+
+@torch.no_grad()
+def right_choice_probabilities(agent: Any, lock: Any, samples: int = 100) -> list[float] | None:
+    """For every time step h, the probability that the agent's stochastic policy picks the right choice in an
+    alive state at h (A and B equally, fresh observation noise): the per-step factors whose product is the success
+    probability. Uses a separate probe env and restores torch's random state, so training is not disturbed; None
+    for agents without per-step policies (hybrid SAC)."""
+    if not hasattr(agent, "policy"):
+        return None
+    latent = torch.arange(2, device=lock.device).repeat_interleave(samples)
+    steps = torch.arange(lock.horizon, device=lock.device)
+    states = torch.stack(torch.broadcast_tensors(latent[None, :], steps[:, None]), dim=-1)  # [H, 2·samples, 2]
+    observations = lock._observe(states.reshape(-1, 2)).reshape(lock.horizon, len(latent), -1)
+    with torch.random.fork_rng(devices=[]):
+        actions = agent.policy.sample(observations.to(agent.device))
+    choices = torch.softmax(actions / lock.temperature, dim=-1)
+    right = lock.combinations[latent[None, :], steps[:, None]].to(choices.device)
+    return choices.gather(-1, right[..., None]).squeeze(-1).mean(dim=1).tolist()
 
 
 def build_agent(method: str, horizon: int, seed: int, episodes: int, cap: int, envs: VecEnv) -> Any:
@@ -138,12 +159,18 @@ def run(method: str, horizon: int, seed: int, cap: int, settings: Settings) -> d
     envs = SuccessTracker(make_vec_env(env_id, num_envs, backend="torch", seed=seed))
     agent = build_agent(method, horizon, seed, settings.episodes, cap, envs)
     curve: list[tuple[int, float]] = []
+    per_step_curve: list[tuple[int, list[float]]] = []
+    probe = make_vec_env(env_id, 1, backend="torch", seed=10_000 + seed).unwrapped
     checked = 0
 
     def check(agent: Any) -> None:
         nonlocal checked
         if envs.steps // 1000 == checked // 1000:
             return
+        if envs.steps // settings.probe_every != checked // settings.probe_every:
+            probabilities = right_choice_probabilities(agent, probe)
+            if probabilities is not None:
+                per_step_curve.append((envs.steps, probabilities))
         checked = envs.steps
         success = moving_success(envs.finished, envs.steps, settings.window)
         if success is not None:
@@ -168,6 +195,7 @@ def run(method: str, horizon: int, seed: int, cap: int, settings: Settings) -> d
         "samples_run": envs.steps,
         "seconds": time.perf_counter() - started,
         "success_curve": curve,
+        "right_choice_probability_curve": per_step_curve,
     }
 
 
