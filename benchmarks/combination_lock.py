@@ -225,6 +225,39 @@ def table(results: list[dict[str, Any]], settings: Settings) -> str:
     return "\n".join(lines) + "\n"
 
 
+def plot_right_choice_probabilities(results: list[dict[str, Any]], path: Path) -> None:
+    """One heat map per NPG/HNPG run of seed 0: each time step's right-choice probability over env steps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = [run for run in results if run["seed"] == 0 and run.get("right_choice_probability_curve")]
+    if not runs:
+        return
+    runs.sort(key=lambda run: (run["horizon"], run["method"]))
+    figure, axes = plt.subplots(len(runs), 1, figsize=(8, 1.2 + 1.6 * len(runs)), squeeze=False, layout="constrained")
+    for axis, run in zip(axes[:, 0], runs):
+        steps = [step for step, _ in run["right_choice_probability_curve"]]
+        grid = np.array([probabilities for _, probabilities in run["right_choice_probability_curve"]]).T
+        image = axis.imshow(
+            grid,
+            aspect="auto",
+            origin="lower",
+            vmin=0,
+            vmax=1,
+            cmap="viridis",
+            extent=(steps[0] / 1e3, steps[-1] / 1e3, -0.5, run["horizon"] - 0.5),
+        )
+        outcome = f"solved at {run['samples_to_success']:,}" if run["samples_to_success"] else "unsolved"
+        axis.set_title(f"H={run['horizon']} {run['method']} seed 0 ({outcome})")
+        axis.set_ylabel("time step h")
+    axes[-1, 0].set_xlabel("online env steps (thousands)")
+    figure.colorbar(image, ax=axes[:, 0], label="P(right choice | alive)")
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+
+
 def main(settings: Settings) -> None:
     torch.set_num_threads(1)
     runs_dir = settings.out / "runs"
@@ -249,6 +282,7 @@ def main(settings: Settings) -> None:
     results = [json.loads(path.read_text()) for path in sorted(runs_dir.glob("h*-*-s*.json"))]
     markdown = table(results, settings)
     atomic_write(settings.out / "combination_lock.md", lambda file: file.write(markdown.encode()))
+    plot_right_choice_probabilities(results, settings.out / "right_choice_probability.png")
     summary = [{key: value for key, value in result.items() if key != "success_curve"} for result in results]
     atomic_write(
         settings.out / "combination_lock.json", lambda file: file.write(json.dumps(summary, indent=1).encode())
