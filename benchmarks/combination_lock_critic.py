@@ -1,0 +1,96 @@
+"""What HNPG's per-step critics and policies have learnt on the combination lock after a given number of samples.
+
+For every time step h and each live latent state (A, B): the probability that π_h picks the right choice, and the
+critic's Q_h for the one-hot actions of A's and of B's right choice at that step, on fresh noisy observations. A
+critic that tells the latent states apart values the right choice of the state above the other state's; one that
+does not gives its policy no reason to condition on the state.
+
+    python benchmarks/combination_lock_critic.py --horizon 20 --steps 300000
+    python benchmarks/combination_lock_critic.py --horizon 5 --steps 30000
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import torch
+import tyro
+
+from policylab.core.envs import make_vec_env
+from policylab.core.envs.torch_envs import register_combination_lock
+from policylab.core.files import atomic_write
+from policylab.online_rl import HNPG, HNPGConfig
+
+
+@dataclasses.dataclass
+class Settings:
+    horizon: int = 20
+    """lock horizon H"""
+    steps: int = 300_000
+    """online env steps of HNPG's training"""
+    seed: int = 0
+    """seed of the agent and the training envs"""
+    samples: int = 200
+    """observations per (step, latent state) in the probe"""
+    out: Path = Path("benchmarks/results/combination_lock")
+    """the table goes to <out>/critic_h<H>_s<seed>_<steps>.md"""
+
+
+@torch.no_grad()
+def probe(agent: HNPG, lock, samples: int) -> list[dict[str, float]]:
+    """Per time step: P(right | A), P(right | B) and Q_h(latent, one-hot right choice of A or B)."""
+    horizon = lock.horizon
+    steps = torch.arange(horizon)[:, None].expand(horizon, samples)
+    one_hot = torch.eye(lock.num_choices)
+    rows: list[dict[str, float]] = [{} for _ in range(horizon)]
+    for latent, name in ((0, "A"), (1, "B")):
+        states = torch.stack([torch.full((horizon, samples), latent), steps], dim=-1)
+        observations = lock._observe(states.reshape(-1, 2)).reshape(horizon, samples, -1)
+        choices = torch.softmax(agent.policy.sample(observations) / lock.temperature, dim=-1)
+        right = lock.combinations[latent][:, None, None].expand(horizon, samples, 1)
+        probability = choices.gather(-1, right).squeeze(-1).mean(dim=1)
+        values = {
+            other: agent.critic(observations, one_hot[lock.combinations[index]][:, None].expand(-1, samples, -1))
+            .squeeze(-1)
+            .mean(dim=1)
+            for index, other in ((0, "A"), (1, "B"))
+        }
+        for h in range(horizon):
+            rows[h][f"P(right|{name})"] = float(probability[h])
+            for other, value in values.items():
+                rows[h][f"Q({name}, right of {other})"] = float(value[h])
+    return rows
+
+
+def main(settings: Settings) -> None:
+    torch.set_num_threads(1)
+    env_id = register_combination_lock(settings.horizon)
+    envs = make_vec_env(env_id, 10, backend="torch", seed=settings.seed)
+    agent = HNPG(envs, HNPGConfig(seed=settings.seed, num_envs=10))
+    agent.learn(settings.steps, eval_every=10 * settings.steps, progress=False, env=envs)
+    lock = make_vec_env(env_id, 1, backend="torch", seed=10_000 + settings.seed).unwrapped
+    rows = probe(agent, lock, settings.samples)
+    columns = list(rows[0])
+    same = lock.combinations[0] == lock.combinations[1]
+    lines = [
+        f"HNPG on CombinationLock-H{settings.horizon}-v0 after {settings.steps:,} online steps (seed {settings.seed}, "
+        f"offline data gen/combination-lock-h{settings.horizon}-v0): per time step, the probability of the right "
+        f"choice in each live state and the critic's Q for the one-hot right choices of A and of B "
+        f"({settings.samples} noisy observations each). `same`: A and B share the step's right choice.",
+        "",
+        "| h | same | " + " | ".join(columns) + " |",
+        "| --- | --- | " + " | ".join("---" for _ in columns) + " |",
+    ]
+    for h, row in enumerate(rows):
+        cells = " | ".join(f"{row[column]:.2f}" for column in columns)
+        lines.append(f"| {h} | {'yes' if same[h] else ''} | {cells} |")
+    text = "\n".join(lines) + "\n"
+    settings.out.mkdir(parents=True, exist_ok=True)
+    path = settings.out / f"critic_h{settings.horizon}_s{settings.seed}_{settings.steps}.md"
+    atomic_write(path, lambda file: file.write(text.encode()))
+    print(text)
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Settings))
