@@ -21,10 +21,6 @@ def lock_data(tmp_path_factory):
     return str(path)
 
 
-class Killed(Exception):
-    pass
-
-
 def test_hnpg_solves_a_short_lock_with_offline_data(lock_data):
     agent = HNPG(LOCK, HNPGConfig(seed=0, dataset=lock_data))
     assert (agent.config.horizon, agent.num_steps) == (3, 3)  # one policy and critic per step of the lock
@@ -33,23 +29,9 @@ def test_hnpg_solves_a_short_lock_with_offline_data(lock_data):
     assert result.return_mean > 0.9  # the deterministic policy opens the lock
 
 
-def test_hnpg_resume_after_kill_equals_uninterrupted_run(lock_data, tmp_path):
+def test_hnpg_resume_after_kill_equals_uninterrupted_run(lock_data, resumes_exactly):
     config = HNPGConfig(seed=0, dataset=lock_data, num_envs=4, steps_per_iteration=120, critic_steps=5)
-    uninterrupted = HNPG(LOCK, config)
-    uninterrupted.learn(600, eval_every=10**6, progress=False)
-
-    def kill(agent) -> None:
-        if agent.num_timesteps >= 360:
-            raise Killed
-
-    killed = HNPG(LOCK, config)
-    with pytest.raises(Killed):
-        killed.learn(600, eval_every=10**6, checkpoint_every=240, run_dir=tmp_path, progress=False, callback=kill)
-    resumed = HNPG(LOCK, config)
-    resumed.learn(600, eval_every=10**6, checkpoint_every=240, run_dir=tmp_path, resume=True, progress=False)
-    for module in ("policy", "critic"):
-        expected, actual = getattr(uninterrupted, module).state_dict(), getattr(resumed, module).state_dict()
-        torch.testing.assert_close(actual, expected, rtol=0, atol=0)
+    resumes_exactly(lambda: HNPG(LOCK, config), 600, 360, 240, ("policy", "critic"))
 
 
 def test_per_step_policies_act_by_time_step_and_reload(tmp_path):

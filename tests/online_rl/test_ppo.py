@@ -21,10 +21,6 @@ def cartpole_config(**overrides) -> PPOConfig:
     return PPOConfig(**(values | overrides))
 
 
-class Killed(Exception):
-    pass
-
-
 def test_ppo_solves_cartpole_on_the_torch_backend():
     agent = PPO("CartPole-v1", cartpole_config())
     assert agent.evaluate("CartPole-v1", episodes=10).return_mean < 100
@@ -33,23 +29,10 @@ def test_ppo_solves_cartpole_on_the_torch_backend():
     assert result.return_mean > 300  # 500 is the cap
 
 
-def test_ppo_resume_after_kill_equals_uninterrupted_run(tmp_path):
+def test_ppo_resume_after_kill_equals_uninterrupted_run(resumes_exactly):
     config = cartpole_config(normalize_observations=True, normalize_rewards=True)
-    uninterrupted = PPO("CartPole-v1", config)
-    uninterrupted.learn(5 * 1024, eval_every=10**6, progress=False)
-
-    def kill(agent) -> None:
-        if agent.num_timesteps >= 3 * 1024:
-            raise Killed
-
-    killed = PPO("CartPole-v1", config)
-    with pytest.raises(Killed):
-        killed.learn(5 * 1024, eval_every=10**6, checkpoint_every=2048, run_dir=tmp_path, progress=False, callback=kill)
-    resumed = PPO("CartPole-v1", config)
-    resumed.learn(5 * 1024, eval_every=10**6, checkpoint_every=2048, run_dir=tmp_path, resume=True, progress=False)
-    for module in ("policy", "observation_normalizer", "return_normalizer", "optimizer"):
-        expected, actual = getattr(uninterrupted, module).state_dict(), getattr(resumed, module).state_dict()
-        torch.testing.assert_close(actual, expected, rtol=0, atol=0)
+    modules = ("policy", "observation_normalizer", "return_normalizer", "optimizer")
+    resumes_exactly(lambda: PPO("CartPole-v1", config), 5 * 1024, 3 * 1024, 2048, modules)
 
 
 def test_ppo_bootstraps_truncated_episodes_from_the_final_observation():

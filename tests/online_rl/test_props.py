@@ -31,10 +31,6 @@ def cartpole_config(**overrides) -> PROPSConfig:
     return PROPSConfig(**(values | overrides))
 
 
-class Killed(Exception):
-    pass
-
-
 def test_props_objective_on_a_hand_made_batch():
     # ρ = 0.5 is clipped up to 1 − ε = 0.7 (no gradient); ρ = 1 and ρ = 1.5 pass unclipped (max picks ρ itself).
     log_ratio = torch.tensor([0.5, 1.0, 1.5]).log().requires_grad_()
@@ -110,23 +106,12 @@ def test_props_learns_cartpole():
     assert result.return_mean > 300  # 500 is the cap
 
 
-def test_props_resumes_after_kill_as_an_uninterrupted_run_and_ppo_buffer_trains_from_the_cli(tmp_path, capsys):
+def test_props_resumes_after_kill_as_an_uninterrupted_run_and_ppo_buffer_trains_from_the_cli(
+    resumes_exactly, tmp_path, capsys
+):
     config = cartpole_config(normalize_observations=True, normalize_rewards=True)
-    uninterrupted = PROPS("CartPole-v1", config)
-    uninterrupted.learn(5 * 1024, eval_every=10**6, progress=False)
-
-    def kill(agent) -> None:
-        if agent.num_timesteps >= 3 * 1024:
-            raise Killed
-
-    killed = PROPS("CartPole-v1", config)
-    with pytest.raises(Killed):
-        killed.learn(5 * 1024, eval_every=10**6, checkpoint_every=2048, run_dir=tmp_path, progress=False, callback=kill)
-    resumed = PROPS("CartPole-v1", config)
-    resumed.learn(5 * 1024, eval_every=10**6, checkpoint_every=2048, run_dir=tmp_path, resume=True, progress=False)
-    for module in ("policy", "behaviour_policy", "observation_normalizer", "optimizer", "behaviour_optimizer"):
-        expected, actual = getattr(uninterrupted, module).state_dict(), getattr(resumed, module).state_dict()
-        torch.testing.assert_close(actual, expected, rtol=0, atol=0)
+    modules = ("policy", "behaviour_policy", "observation_normalizer", "optimizer", "behaviour_optimizer")
+    resumes_exactly(lambda: PROPS("CartPole-v1", config), 5 * 1024, 3 * 1024, 2048, modules)
 
     run_dir = tmp_path / "cli"
     command = ["train", "ppo-buffer", "--env", "Pendulum-v1", "--steps", "256", "--rollout-steps", "64"]
