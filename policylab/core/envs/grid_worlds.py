@@ -297,18 +297,24 @@ class GridWorld(TorchVecEnv):
         self.single_action_space = gym.spaces.Discrete(NUM_ACTIONS)
         super().__init__(len(levels), device=device, seed=seed)
         self.levels = levels.to(self.device)
-        size = self.levels.size
-        cells = torch.arange(self.levels.walls.shape[1], device=self.device)
-        row, column = cells // size[:, None], cells % size[:, None]
-        moves = []
-        for row_change, column_change in MOVES:
-            new_row = torch.minimum((row + row_change).clamp(min=0), size[:, None] - 1)
-            new_column = torch.minimum((column + column_change).clamp(min=0), size[:, None] - 1)
-            target = new_row * size[:, None] + new_column
-            moves.append(torch.where(self.levels.walls.gather(1, target), cells, target))
-        self.next_cell = torch.stack(moves, dim=-1)
+        self.next_cell = move_table(self.levels)
         """(num_envs, cells, 5): the cell each action leads to"""
         self.presence_weights = 2 ** torch.arange(self.levels.max_objects, device=self.device)
+
+    def set_levels(self, env_rows: torch.Tensor, levels: GridLevels) -> torch.Tensor:
+        """Put `levels` into the envs at `env_rows` and start new episodes there; returns every env's observation."""
+        if self.state is None:
+            raise RuntimeError(f"{self.env_id}: call reset() before set_levels()")
+        levels = levels.to(self.device)
+        self.levels.put(env_rows, levels)
+        self.next_cell[env_rows] = move_table(levels)
+        self.state[env_rows] = self._sample_initial_state(self.num_envs)[env_rows]
+        self.elapsed_steps[env_rows] = 0
+        return self.observations()
+
+    def observations(self) -> torch.Tensor:
+        """The observations of the envs' current states."""
+        return self._observations(self.state)
 
     def _sample_initial_state(self, count: int) -> torch.Tensor:
         if count != self.num_envs:
@@ -357,6 +363,20 @@ class GridWorld(TorchVecEnv):
 
     def _random(self, shape: int | tuple[int, ...]) -> torch.Tensor:
         return torch.rand(shape, generator=self.generator, device=self.device)
+
+
+def move_table(levels: GridLevels) -> torch.Tensor:
+    """(L, cells, 5): the cell each action leads to from each cell of each level (edges and walls block)."""
+    size = levels.size[:, None]
+    cells = torch.arange(levels.walls.shape[1], device=levels.size.device)
+    row, column = cells // size, cells % size
+    moves = []
+    for row_change, column_change in MOVES:
+        new_row = torch.minimum((row + row_change).clamp(min=0), size - 1)
+        new_column = torch.minimum((column + column_change).clamp(min=0), size - 1)
+        target = new_row * size + new_column
+        moves.append(torch.where(levels.walls.gather(1, target), cells, target))
+    return torch.stack(moves, dim=-1)
 
 
 def _register(name: str) -> str:
