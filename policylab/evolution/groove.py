@@ -900,20 +900,31 @@ def load_lpg(path: str | os.PathLike, device: str | torch.device = "cpu") -> LPG
 # -- meta-test -----------------------------------------------------------------------------------------------------
 
 
-def meta_test(
-    lpg: LPGNetwork, levels: GridLevels, updates: int, config: GROOVEConfig, seed: int = 0
-) -> dict[str, float]:
-    """Fresh agents trained for `updates` updates on each level by the frozen LPG and by A2C, and a random policy:
-    their mean returns, and the LPG's return normalised as (LPG − random) / (A2C − random) over the levels."""
+def reference_returns(levels: GridLevels, updates: int, config: GROOVEConfig, seed: int = 0) -> dict[str, float]:
+    """Mean returns over the levels of A2C agents trained for `updates` updates (the normaliser of meta-tests) and
+    of the uniform random policy."""
     generator = torch.Generator().manual_seed(seed)
-    device = torch.device(config.device)
-    lpg_actor = train_on_levels(levels, updates, config, generator, lpg)
     a2c_actor = train_on_levels(levels, updates, config, generator)
-    returns = {
-        "lpg_return": evaluate_returns(levels, lpg_actor, config.score_envs, generator, device).mean().item(),
-        "a2c_return": evaluate_returns(levels, a2c_actor, config.score_envs, generator, device).mean().item(),
-        "random_return": evaluate_returns(levels, None, config.score_envs, generator, device).mean().item(),
+    return {
+        "a2c_return": evaluate_returns(levels, a2c_actor, config.score_envs, generator, config.device).mean().item(),
+        "random_return": evaluate_returns(levels, None, config.score_envs, generator, config.device).mean().item(),
     }
-    gap = returns["a2c_return"] - returns["random_return"]
-    normalised = (returns["lpg_return"] - returns["random_return"]) / gap if abs(gap) > 1e-8 else float("nan")
-    return returns | {"normalised_return": normalised}
+
+
+def meta_test(
+    lpg: LPG,
+    levels: GridLevels,
+    updates: int,
+    config: GROOVEConfig,
+    seed: int = 0,
+    references: dict[str, float] | None = None,
+) -> dict[str, float]:
+    """Fresh agents trained for `updates` updates on each level by the frozen LPG: their mean return, and that
+    return normalised as (LPG − random) / (A2C − random) with `reference_returns` (computed when not given)."""
+    references = references or reference_returns(levels, updates, config, seed)
+    generator = torch.Generator().manual_seed(seed + 1)
+    actor = train_on_levels(levels, updates, config, generator, lpg)
+    lpg_return = evaluate_returns(levels, actor, config.score_envs, generator, config.device).mean().item()
+    gap = references["a2c_return"] - references["random_return"]
+    normalised = (lpg_return - references["random_return"]) / gap if abs(gap) > 1e-8 else float("nan")
+    return references | {"lpg_return": lpg_return, "normalised_return": normalised}
