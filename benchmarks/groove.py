@@ -160,6 +160,10 @@ def summarise(args: Args, budget: Budget) -> str:
             continue
         cells = []
         for name in names:
+            reference = rows[curriculum][0]["meta_test"][name]
+            if reference["a2c_return"] <= reference["random_return"]:
+                cells.append("— (A2C ≤ random)")
+                continue
             values = [row["meta_test"][name]["normalised_return"] for row in rows[curriculum]]
             spread = (max(values) - min(values)) / 2
             cells.append(f"{statistics.fmean(values):.3f} ± {spread:.3f} [{len(values)}]")

@@ -36,6 +36,22 @@ class RunDirectory:
         """The trained agent."""
         return self.path / "agent.pt"
 
+    def record_config(self, config: Any, resume: bool, checkpoint: Path | None = None) -> bool:
+        """Write `config` to config.json; returns whether the run continues from `checkpoint` (default
+        checkpoint.pt). A checkpoint there without `resume`, or a resume with another config, is an error."""
+        checkpoint = checkpoint or self.checkpoint
+        config = json.loads(json.dumps(config, default=str))
+        if checkpoint.exists():
+            if not resume:
+                raise FileExistsError(
+                    f"{self.path} already holds a run: pass resume=True (--resume) to continue it, "
+                    "or choose another run directory"
+                )
+            if self.read_json("config.json") != config:
+                raise ValueError(f"cannot resume {self.path}: it was started with a different configuration")
+        self.write_json("config.json", config)
+        return checkpoint.exists()
+
     def write_json(self, name: str, data: Any) -> Path:
         """Write `data` as indented JSON to `<run>/<name>`, atomically."""
         path = self.path / name

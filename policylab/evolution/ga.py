@@ -16,7 +16,6 @@ children, each a uniformly chosen parent plus σ·ε. No crossover.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import time
 from pathlib import Path
@@ -227,7 +226,9 @@ class GA:
         run = RunDirectory(run_dir) if run_dir is not None else None
         logger = None
         if run is not None:
-            self._open_run(run, resume)
+            config = {"ga": dataclasses.asdict(self.config), "task": describe_task(self.task)}
+            if run.record_config(config, resume, run.path / "checkpoint.json"):
+                self.load_state_dict(run.read_json("checkpoint.json"))
             logger = MetricLogger(run.path, tensorboard=False)
             logger.truncate_after(self.generation - 1)
         bar = progress_bar(generations, self.generation, "Deep GA", progress)
@@ -247,20 +248,6 @@ class GA:
             if isinstance(self.task, PolicyTask) and self.elite is not None:
                 self.best_agent().save(run.final_agent)
         return self.history
-
-    def _open_run(self, run: RunDirectory, resume: bool) -> None:
-        config = {"ga": dataclasses.asdict(self.config), "task": describe_task(self.task)}
-        checkpoint = run.path / "checkpoint.json"
-        if checkpoint.exists():
-            if not resume:
-                raise FileExistsError(
-                    f"{run.path} already holds a run: pass resume=True (--resume) to continue it, "
-                    "or choose another run directory"
-                )
-            if run.read_json("config.json") != json.loads(json.dumps(config, default=str)):
-                raise ValueError(f"cannot resume {run.path}: it was started with a different configuration")
-            self.load_state_dict(run.read_json("checkpoint.json"))
-        run.write_json("config.json", config)
 
     # -- results and state --------------------------------------------------------------------------
 

@@ -23,7 +23,6 @@ updates, and the ES candidates run the LPG per agent with `torch.func.vmap` over
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import time
@@ -807,7 +806,8 @@ class GROOVE:
         run = RunDirectory(run_dir) if run_dir is not None else None
         logger = None
         if run is not None:
-            self._open_run(run, resume)
+            if run.record_config(dataclasses.asdict(self.config), resume):
+                self.load_checkpoint(run.checkpoint)
             logger = MetricLogger(run.path, tensorboard=False)
             logger.truncate_after(self.meta_updates)
         bar = progress_bar(meta_updates, self.meta_updates, f"GROOVE ({self.config.curriculum})", progress)
@@ -823,19 +823,6 @@ class GROOVE:
                     save_lpg(self.lpg, run.path / "lpg.pt")
         bar.close()
         return self.history
-
-    def _open_run(self, run: RunDirectory, resume: bool) -> None:
-        config = json.loads(json.dumps(dataclasses.asdict(self.config), default=str))
-        if run.checkpoint.exists():
-            if not resume:
-                raise FileExistsError(
-                    f"{run.path} already holds a run: pass resume=True (--resume) to continue it, "
-                    "or choose another run directory"
-                )
-            if run.read_json("config.json") != config:
-                raise ValueError(f"cannot resume {run.path}: it was started with a different configuration")
-            self.load_checkpoint(run.checkpoint)
-        run.write_json("config.json", config)
 
     def state_dict(self) -> dict[str, Any]:
         """Everything a resumed run needs (between meta-updates)."""

@@ -14,7 +14,6 @@ newcomers, and every emitter is told the evaluated batch. The first iteration ev
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import os
 import time
@@ -221,7 +220,8 @@ class MAPElites:
         run = RunDirectory(run_dir) if run_dir is not None else None
         logger = None
         if run is not None:
-            self._open_run(run, resume)
+            if run.record_config(self.describe(), resume):
+                self.load_checkpoint(run.checkpoint)
             logger = MetricLogger(run.path, tensorboard=False)
             logger.truncate_after(self.iteration - 1)
         bar = progress_bar(iterations, self.iteration, "MAP-Elites", progress)
@@ -239,19 +239,6 @@ class MAPElites:
             plot_qd_score(run.path)
             plot_archive(self.archive, run.path / "archive.png")
         return self.history
-
-    def _open_run(self, run: RunDirectory, resume: bool) -> None:
-        config = json.loads(json.dumps(self.describe(), default=str))
-        if run.checkpoint.exists():
-            if not resume:
-                raise FileExistsError(
-                    f"{run.path} already holds a run: pass resume=True (--resume) to continue it, "
-                    "or choose another run directory"
-                )
-            if run.read_json("config.json") != config:
-                raise ValueError(f"cannot resume {run.path}: it was started with a different configuration")
-            self.load_checkpoint(run.checkpoint)
-        run.write_json("config.json", config)
 
     def describe(self) -> dict[str, Any]:
         """The run's settings: MAP-Elites config, the task and every emitter's config."""
