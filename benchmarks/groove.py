@@ -60,6 +60,8 @@ class Args:
     curricula: tuple[str, ...] = CURRICULA
     device: str = "cpu"
     output: pathlib.Path = RESULTS
+    summary_only: bool = False
+    """rewrite groove_<budget>.md from the finished runs and stop"""
 
 
 def config_for(budget: Budget, curriculum: str, seed: int, device: str) -> GROOVEConfig:
@@ -138,6 +140,39 @@ def run(args: Args, budget: Budget, curriculum: str, seed: int, sets, refs) -> d
     return result
 
 
+def level_features(levels: GridLevels, weights: torch.Tensor) -> dict[str, float]:
+    """Weighted means of what makes a level: size, objects, episode length, best reward, walls inside the grid."""
+    inside = torch.arange(levels.walls.shape[1]) < (levels.size**2)[:, None]
+    features = {
+        "size": levels.size.double(),
+        "objects": levels.object_present.sum(1).double(),
+        "episode_length": levels.episode_length.double(),
+        "best_reward": levels.object_reward.masked_fill(~levels.object_present, -1.0).max(1).values.double(),
+        "negative_objects": (levels.object_present & (levels.object_reward < 0)).sum(1).double(),
+        "walls_inside": (levels.walls & inside).sum(1).double(),
+    }
+    weights = weights.double() / weights.sum()
+    return {name: float((value * weights).sum()) for name, value in features.items()}
+
+
+def buffer_profile(run_dir: pathlib.Path) -> dict[str, float] | None:
+    """The features of the levels a finished run would replay next (weighted by replay probability)."""
+    from policylab.evolution.groove import LevelBuffer
+
+    checkpoint = run_dir / "checkpoint.pt"
+    if not checkpoint.exists():
+        return None
+    state = torch.load(checkpoint, weights_only=False)
+    config = json.loads((run_dir / "config.json").read_text())
+    buffer = LevelBuffer(config["buffer_size"], config["replay_probability"], config["rank_temperature"])
+    buffer.load_state_dict(state["buffer"])
+    if buffer.levels is None:
+        return None
+    buffer.active[:] = False
+    profile = level_features(buffer.levels, buffer.replay_probabilities())
+    return profile | {"mean_score": float(buffer.scores.mean()), "levels": len(buffer)}
+
+
 def summarise(args: Args, budget: Budget) -> str:
     rows = {}
     for path in sorted(args.output.glob(f"{args.budget}-*-s*.json")):
@@ -181,6 +216,20 @@ def summarise(args: Args, budget: Budget) -> str:
         if any_row:
             label = key.split("_")[0].upper() if key == "a2c_return" else "random"
             lines.append(f"| {label} | " + " | ".join(f"{any_row[name][key]:.3f}" for name in names) + " |")
+    uniform = sample_levels(4096, torch.Generator().manual_seed(30_000))
+    profiles = {"uniform distribution": level_features(uniform, torch.ones(len(uniform)))}
+    for curriculum in ("regret", "value-loss"):
+        for seed in args.seeds:
+            profile = buffer_profile(args.output / "work" / f"{args.budget}-{curriculum}-s{seed}")
+            if profile is not None:
+                profiles[f"{curriculum} buffer, seed {seed}"] = profile
+    columns = list(profiles["uniform distribution"])
+    lines += ["", "Levels each curriculum replays next (buffer levels weighted by replay probability).", ""]
+    lines += ["| levels | " + " | ".join(columns) + " | buffer levels | mean score |"]
+    lines += ["| --- |" + " --- |" * (len(columns) + 2)]
+    for label, profile in profiles.items():
+        extra = [f"{profile['levels']}", f"{profile['mean_score']:.3f}"] if "levels" in profile else ["", ""]
+        lines.append(f"| {label} | " + " | ".join([f"{profile[c]:.2f}" for c in columns] + extra) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -190,6 +239,9 @@ def main(args: Args) -> None:
         raise ValueError(f"unknown budget {args.budget!r}; choose one of {', '.join(BUDGETS)}")
     budget = BUDGETS[args.budget]
     args.output.mkdir(parents=True, exist_ok=True)
+    if args.summary_only:
+        (args.output / f"groove_{args.budget}.md").write_text(summarise(args, budget))
+        return
     sets = test_sets(budget)
     refs = references(args, budget, sets)
     print("references", json.dumps(refs), flush=True)
