@@ -58,15 +58,19 @@ class Args:
     budget: str = "reduced"
     seeds: tuple[int, ...] = (0, 1)
     curricula: tuple[str, ...] = CURRICULA
+    rank_temperatures: tuple[float, ...] = (0.1,)
+    """β of the buffer's rank prioritisation for the regret and value-loss curricula (runs other than the default
+    0.1 are labelled <curriculum>-beta<β>)"""
     device: str = "cpu"
     output: pathlib.Path = RESULTS
     summary_only: bool = False
     """rewrite groove_<budget>.md from the finished runs and stop"""
 
 
-def config_for(budget: Budget, curriculum: str, seed: int, device: str) -> GROOVEConfig:
+def config_for(budget: Budget, curriculum: str, seed: int, device: str, rank_temperature: float = 0.1) -> GROOVEConfig:
     return GROOVEConfig(
         curriculum=curriculum,
+        rank_temperature=rank_temperature,
         num_agents=budget.num_agents,
         envs_per_agent=budget.envs_per_agent,
         lifetime=budget.lifetime,
@@ -112,12 +116,19 @@ def evaluate(lpg: LPGNetwork, config: GROOVEConfig, budget: Budget, sets, refs) 
     }
 
 
-def run(args: Args, budget: Budget, curriculum: str, seed: int, sets, refs) -> dict:
-    config = config_for(budget, curriculum, seed, args.device)
+def run_label(curriculum: str, rank_temperature: float) -> str:
+    return (
+        curriculum if curriculum == "uniform" or rank_temperature == 0.1 else f"{curriculum}-beta{rank_temperature:g}"
+    )
+
+
+def run(args: Args, budget: Budget, curriculum: str, rank_temperature: float, seed: int, sets, refs) -> dict:
+    label = run_label(curriculum, rank_temperature)
+    config = config_for(budget, curriculum, seed, args.device, rank_temperature)
     groove = GROOVE(config)
     untrained = evaluate(groove.lpg, config, budget, sets, refs) if curriculum == "uniform" else None
     started = time.perf_counter()
-    run_dir = args.output / "work" / f"{args.budget}-{curriculum}-s{seed}"
+    run_dir = args.output / "work" / f"{args.budget}-{label}-s{seed}"
     groove.run(budget.meta_updates, run_dir, resume=(run_dir / "checkpoint.pt").exists(), checkpoint_every=25)
     seconds = time.perf_counter() - started
     history = groove.history
@@ -127,7 +138,8 @@ def run(args: Args, budget: Budget, curriculum: str, seed: int, sets, refs) -> d
         if i % 25 == 0
     ]
     result = {
-        "curriculum": curriculum,
+        "curriculum": label,
+        "rank_temperature": rank_temperature,
         "seed": seed,
         "meta_training_seconds_this_session": round(seconds, 1),
         "meta_test": evaluate(groove.lpg, config, budget, sets, refs),
@@ -155,22 +167,18 @@ def level_features(levels: GridLevels, weights: torch.Tensor) -> dict[str, float
     return {name: float((value * weights).sum()) for name, value in features.items()}
 
 
-def buffer_profile(run_dir: pathlib.Path) -> dict[str, float] | None:
-    """The features of the levels a finished run would replay next (weighted by replay probability)."""
-    from policylab.evolution.groove import LevelBuffer
-
+def buffer_profile(run_dir: pathlib.Path, top: int = 20) -> dict[str, float] | None:
+    """The features of a finished run's `top` highest-scoring buffer levels (the ones replayed most)."""
     checkpoint = run_dir / "checkpoint.pt"
     if not checkpoint.exists():
         return None
-    state = torch.load(checkpoint, weights_only=False)
-    config = json.loads((run_dir / "config.json").read_text())
-    buffer = LevelBuffer(config["buffer_size"], config["replay_probability"], config["rank_temperature"])
-    buffer.load_state_dict(state["buffer"])
-    if buffer.levels is None:
+    buffer = torch.load(checkpoint, weights_only=False)["buffer"]
+    if buffer["levels"] is None:
         return None
-    buffer.active[:] = False
-    profile = level_features(buffer.levels, buffer.replay_probabilities())
-    return profile | {"mean_score": float(buffer.scores.mean()), "levels": len(buffer)}
+    best = buffer["scores"].argsort(descending=True)[:top]
+    levels = GridLevels(**buffer["levels"]).select(best)
+    profile = level_features(levels, torch.ones(len(best)))
+    return profile | {"mean_score": float(buffer["scores"][best].mean()), "levels": len(buffer["scores"])}
 
 
 def summarise(args: Args, budget: Budget) -> str:
@@ -190,7 +198,8 @@ def summarise(args: Args, budget: Budget) -> str:
         "| LPG meta-trained on | " + " | ".join(f"held-out {name}" for name in names) + " |",
         "| --- |" + " --- |" * len(names),
     ]
-    for curriculum in [*CURRICULA, "untrained LPG"]:
+    labels = sorted(set(rows) - {"untrained LPG"}, key=lambda label: (label.split("-beta")[0] != "uniform", label))
+    for curriculum in [*labels, "untrained LPG"]:
         if curriculum not in rows:
             continue
         cells = []
@@ -205,7 +214,7 @@ def summarise(args: Args, budget: Budget) -> str:
         lines.append(f"| {curriculum} | " + " | ".join(cells) + " |")
     lines += ["", "Mean returns (LPG-trained agents, mean over seeds; A2C and random: the references).", ""]
     lines += ["| agents | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(names)]
-    for curriculum in [*CURRICULA, "untrained LPG"]:
+    for curriculum in [*labels, "untrained LPG"]:
         if curriculum in rows:
             values = [
                 statistics.fmean(row["meta_test"][name]["lpg_return"] for row in rows[curriculum]) for name in names
@@ -218,14 +227,18 @@ def summarise(args: Args, budget: Budget) -> str:
             lines.append(f"| {label} | " + " | ".join(f"{any_row[name][key]:.3f}" for name in names) + " |")
     uniform = sample_levels(4096, torch.Generator().manual_seed(30_000))
     profiles = {"uniform distribution": level_features(uniform, torch.ones(len(uniform)))}
-    for curriculum in ("regret", "value-loss"):
+    for label in labels:
         for seed in args.seeds:
-            profile = buffer_profile(args.output / "work" / f"{args.budget}-{curriculum}-s{seed}")
+            profile = buffer_profile(args.output / "work" / f"{args.budget}-{label}-s{seed}")
             if profile is not None:
-                profiles[f"{curriculum} buffer, seed {seed}"] = profile
+                profiles[f"{label} buffer, seed {seed}"] = profile
     columns = list(profiles["uniform distribution"])
-    lines += ["", "Levels each curriculum replays next (buffer levels weighted by replay probability).", ""]
-    lines += ["| levels | " + " | ".join(columns) + " | buffer levels | mean score |"]
+    lines += [
+        "",
+        "Means over the uniform distribution, and over the 20 highest-scoring levels of each buffer at the end.",
+        "",
+    ]
+    lines += ["| levels | " + " | ".join(columns) + " | levels in buffer | mean score of the 20 |"]
     lines += ["| --- |" + " --- |" * (len(columns) + 2)]
     for label, profile in profiles.items():
         extra = [f"{profile['levels']}", f"{profile['mean_score']:.3f}"] if "levels" in profile else ["", ""]
@@ -247,14 +260,16 @@ def main(args: Args) -> None:
     print("references", json.dumps(refs), flush=True)
     for seed in args.seeds:
         for curriculum in args.curricula:
-            path = args.output / f"{args.budget}-{curriculum}-s{seed}.json"
-            if path.exists():
-                continue
-            result = run(args, budget, curriculum, seed, sets, refs)
-            write_json(path, result)
-            tests = {name: round(value["normalised_return"], 3) for name, value in result["meta_test"].items()}
-            print(curriculum, seed, tests, flush=True)
-            (args.output / f"groove_{args.budget}.md").write_text(summarise(args, budget))
+            for rank_temperature in args.rank_temperatures if curriculum != "uniform" else (0.1,):
+                label = run_label(curriculum, rank_temperature)
+                path = args.output / f"{args.budget}-{label}-s{seed}.json"
+                if path.exists():
+                    continue
+                result = run(args, budget, curriculum, rank_temperature, seed, sets, refs)
+                write_json(path, result)
+                tests = {name: round(value["normalised_return"], 3) for name, value in result["meta_test"].items()}
+                print(label, seed, tests, flush=True)
+                (args.output / f"groove_{args.budget}.md").write_text(summarise(args, budget))
 
 
 if __name__ == "__main__":
