@@ -612,16 +612,17 @@ class GROOVE:
     def __init__(self, config: GROOVEConfig | None = None) -> None:
         self.config = config = config or GROOVEConfig()
         self.device = torch.device(config.device)
-        torch.manual_seed(config.seed)
         self.generator = torch.Generator().manual_seed(config.seed)
-        self.lpg = LPGNetwork(config.target_size, config.embedding_width, config.hidden_size).to(self.device)
+        with torch.random.fork_rng(devices=[]):  # the LPG's initial weights from the seed, the global stream untouched
+            torch.manual_seed(config.seed)
+            self.lpg = LPGNetwork(config.target_size, config.embedding_width, config.hidden_size).to(self.device)
         learning_rate = config.meta_learning_rate if config.meta_optimizer == "gradient" else config.es_learning_rate
         self.meta_optimizer = torch.optim.Adam(self.lpg.parameters(), lr=learning_rate)
         self.buffer = LevelBuffer(config.buffer_size, config.replay_probability, config.rank_temperature)
         self.meta_updates = 0
         self.history: list[dict[str, float]] = []
-        agents, envs = config.num_agents, config.envs_per_agent
-        levels, self.slots = self._new_levels(self._distinct_agents)
+        envs, distinct = config.envs_per_agent, self._distinct_agents
+        levels, self.slots = self._new_levels(distinct)
         levels = self._pair_copies(levels)
         self.slots = self._pair_copies(self.slots)
         self.env = GridWorld(levels=levels.repeat_interleave(envs), device=self.device, observation="index")
@@ -631,9 +632,9 @@ class GROOVE:
         self.critic = self._init_agents(config.target_size)
         self.value = self._init_agents(1)
         steps = config.agent_updates
-        first = [steps * math.ceil(config.lifetime * (i + 1) / agents / steps) for i in range(self._distinct_agents)]
+        first = [steps * math.ceil(config.lifetime * (i + 1) / distinct / steps) for i in range(distinct)]
         self.lifetimes = self._pair_copies(torch.tensor(first))
-        self.ages = torch.zeros(agents, dtype=torch.long)
+        self.ages = torch.zeros(config.num_agents, dtype=torch.long)
 
     @property
     def _distinct_agents(self) -> int:
@@ -645,8 +646,8 @@ class GROOVE:
             return values
         return values.repeat_interleave(2) if isinstance(values, GridLevels) else values.repeat_interleave(2, 0)
 
-    def _init_agents(self, outputs: int, count: int | None = None) -> Params:
-        heads = init_heads(count or self._distinct_agents, self.env.num_states, outputs, self.generator)
+    def _init_agents(self, outputs: int) -> Params:
+        heads = init_heads(self._distinct_agents, self.env.num_states, outputs, self.generator)
         return {name: self._pair_copies(value).to(self.device) for name, value in heads.items()}
 
     def _new_levels(self, count: int) -> tuple[GridLevels, torch.Tensor]:
@@ -719,6 +720,8 @@ class GROOVE:
             trajectory = self._rollout(actor)
             actor, critic, _ = lpg_agent_update(lpg, actor, critic, trajectory, config)
         trajectory = self._rollout(actor)
+        _, returns = advantage_estimates(self.value, trajectory, config.gamma, config.gae_lambda)
+        value = value_regression_step(self.value, trajectory, returns, config)
         fitness = per_agent_mean(trajectory.reward.double())
         votes = torch.sign(fitness[0::2] - fitness[1::2])
         self.meta_optimizer.zero_grad()
@@ -726,12 +729,13 @@ class GROOVE:
             estimate = (votes.view(-1, *(1,) * parameter.dim()).to(noise[name].dtype) * noise[name]).mean(0)
             parameter.grad = -estimate / config.es_sigma  # ascend the fitness
         self.meta_optimizer.step()
-        better = torch.where(votes >= 0, 0, 1) + 2 * torch.arange(len(votes))
+        better = torch.where(votes >= 0, 0, 1) + 2 * torch.arange(len(votes), device=votes.device)
         source = better.repeat_interleave(2)
-        self.actor = {name: value[source] for name, value in actor.items()}
-        self.critic = {name: value[source] for name, value in critic.items()}
+        self.actor, self.critic, self.value = (
+            {name: tensor[source] for name, tensor in params.items()} for params in (actor, critic, value)
+        )
         envs = config.envs_per_agent
-        env_rows = (source[:, None] * envs + torch.arange(envs)).flatten()
+        env_rows = (source[:, None] * envs + torch.arange(envs, device=source.device)).flatten()
         self.env.state = self.env.state[env_rows]
         self.env.elapsed_steps = self.env.elapsed_steps[env_rows]
         self.observation = self.env.observations()
