@@ -63,6 +63,8 @@ class Args:
     0.1 are labelled <curriculum>-beta<β>)"""
     device: str = "cpu"
     output: pathlib.Path = RESULTS
+    meta_learning_rate: float | None = None
+    """overrides the budget's (runs labelled <curriculum>-lr<value>)"""
     summary_only: bool = False
     """rewrite groove_<budget>.md from the finished runs and stop"""
 
@@ -116,17 +118,21 @@ def evaluate(lpg: LPGNetwork, config: GROOVEConfig, budget: Budget, sets, refs) 
     }
 
 
-def run_label(curriculum: str, rank_temperature: float) -> str:
-    return (
-        curriculum if curriculum == "uniform" or rank_temperature == 0.1 else f"{curriculum}-beta{rank_temperature:g}"
-    )
+def run_label(curriculum: str, rank_temperature: float, meta_learning_rate: float | None) -> str:
+    """The run's name: the curriculum, with what differs from the budget's settings."""
+    label = curriculum
+    if curriculum != "uniform" and rank_temperature != 0.1:
+        label += f"-beta{rank_temperature:g}"
+    return label if meta_learning_rate is None else label + f"-lr{meta_learning_rate:g}"
 
 
 def run(args: Args, budget: Budget, curriculum: str, rank_temperature: float, seed: int, sets, refs) -> dict:
-    label = run_label(curriculum, rank_temperature)
+    label = run_label(curriculum, rank_temperature, args.meta_learning_rate)
     config = config_for(budget, curriculum, seed, args.device, rank_temperature)
+    if args.meta_learning_rate is not None:
+        config = dataclasses.replace(config, meta_learning_rate=args.meta_learning_rate)
     groove = GROOVE(config)
-    untrained = evaluate(groove.lpg, config, budget, sets, refs) if curriculum == "uniform" else None
+    untrained = evaluate(groove.lpg, config, budget, sets, refs) if label == "uniform" else None
     started = time.perf_counter()
     run_dir = args.output / "work" / f"{args.budget}-{label}-s{seed}"
     groove.run(budget.meta_updates, run_dir, resume=(run_dir / "checkpoint.pt").exists(), checkpoint_every=25)
@@ -198,7 +204,7 @@ def summarise(args: Args, budget: Budget) -> str:
         "| LPG meta-trained on | " + " | ".join(f"held-out {name}" for name in names) + " |",
         "| --- |" + " --- |" * len(names),
     ]
-    labels = sorted(set(rows) - {"untrained LPG"}, key=lambda label: (label.split("-beta")[0] != "uniform", label))
+    labels = sorted(set(rows) - {"untrained LPG"}, key=lambda label: (not label.startswith("uniform"), label))
     for curriculum in [*labels, "untrained LPG"]:
         if curriculum not in rows:
             continue
@@ -261,7 +267,7 @@ def main(args: Args) -> None:
     for seed in args.seeds:
         for curriculum in args.curricula:
             for rank_temperature in args.rank_temperatures if curriculum != "uniform" else (0.1,):
-                label = run_label(curriculum, rank_temperature)
+                label = run_label(curriculum, rank_temperature, args.meta_learning_rate)
                 path = args.output / f"{args.budget}-{label}-s{seed}.json"
                 if path.exists():
                     continue
