@@ -23,6 +23,7 @@ import torch
 import tyro
 
 from policylab.core.envs.grid_worlds import NAMED_LEVELS, GridLevels, named_levels, sample_levels
+from policylab.core.logging import MetricLogger
 from policylab.evolution.groove import CURRICULA, GROOVE, GROOVEConfig, LPGNetwork, meta_test, reference_returns
 
 RESULTS = pathlib.Path(__file__).parent / "results" / "groove"
@@ -187,6 +188,15 @@ def buffer_profile(run_dir: pathlib.Path, top: int = 20) -> dict[str, float] | N
     return profile | {"mean_score": float(buffer["scores"][best].mean()), "levels": len(buffer["scores"])}
 
 
+def entropy_collapse(run_dir: pathlib.Path, window: int = 25, threshold: float = 1.0) -> tuple[bool, bool]:
+    """Whether the agents' policy entropy during meta-training fell below `threshold` averaged over `window`
+    meta-updates at some point, and whether it was still below at the end."""
+    rows = MetricLogger(run_dir, tensorboard=False).read()
+    entropy = [float(row["policy_entropy"]) for row in rows if row.get("policy_entropy")]
+    means = [statistics.fmean(entropy[i : i + window]) for i in range(max(1, len(entropy) - window + 1))]
+    return min(means) < threshold, means[-1] < threshold
+
+
 def summarise(args: Args, budget: Budget) -> str:
     rows = {}
     for path in sorted(args.output.glob(f"{args.budget}-*-s*.json")):
@@ -201,8 +211,10 @@ def summarise(args: Args, budget: Budget) -> str:
         "Return normalised as (LPG − random) / (A2C − random), A2C and random on the same levels for the same "
         "number of updates; mean ± half-range over the meta-training seeds (their count in brackets).",
         "",
-        "| LPG meta-trained on | " + " | ".join(f"held-out {name}" for name in names) + " |",
-        "| --- |" + " --- |" * len(names),
+        "| LPG meta-trained on | "
+        + " | ".join(f"held-out {name}" for name in names)
+        + " | entropy collapse: at the end / at some point |",
+        "| --- |" + " --- |" * (len(names) + 1),
     ]
     labels = sorted(set(rows) - {"untrained LPG"}, key=lambda label: (not label.startswith("uniform"), label))
     for curriculum in [*labels, "untrained LPG"]:
@@ -217,7 +229,19 @@ def summarise(args: Args, budget: Budget) -> str:
             values = [row["meta_test"][name]["normalised_return"] for row in rows[curriculum]]
             spread = (max(values) - min(values)) / 2
             cells.append(f"{statistics.fmean(values):.3f} ± {spread:.3f} [{len(values)}]")
+        collapses = [
+            entropy_collapse(args.output / "work" / f"{args.budget}-{curriculum}-s{row['seed']}")
+            for row in rows[curriculum]
+            if "seed" in row
+        ]
+        at_end, ever = sum(end for _, end in collapses), sum(dip for dip, _ in collapses)
+        cells.append(f"{at_end} / {ever} of {len(collapses)}" if collapses else "")
         lines.append(f"| {curriculum} | " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Entropy collapse: meta-training runs in which the agents' policy entropy, averaged over 25 meta-updates, "
+        "was below 1.0 (a uniform policy has 1.61) over the last 25 meta-updates / at some point.",
+    ]
     lines += ["", "Mean returns (LPG-trained agents, mean over seeds; A2C and random: the references).", ""]
     lines += ["| agents | " + " | ".join(names) + " |", "| --- |" + " --- |" * len(names)]
     for curriculum in [*labels, "untrained LPG"]:
