@@ -3,6 +3,7 @@
 policylab evolve ga --env Hopper-v5 --generations 100 --population-size 256 --mutation-power 0.02
 policylab evolve ga --env Hopper-v5 --backend ray --workers 16 --address auto
 policylab evolve dcg-me --task walker2d_uni --iterations 4000      # also me, pga-me; --task ant_omni, planar_arm
+policylab evolve groove --curriculum regret --meta-updates 500      # also uniform (LPG), value-loss (PLR)
 """
 
 from __future__ import annotations
@@ -12,12 +13,15 @@ import json
 from pathlib import Path
 from typing import Annotated, Literal
 
+import torch
 import tyro
 
+from policylab.core.envs.grid_worlds import NAMED_LEVELS, named_levels, sample_levels
 from policylab.core.evaluation import evaluate
 from policylab.core.runs import RunDirectory
 from policylab.evolution import GA, GAConfig, PolicyTask
 from policylab.evolution.dcg_map_elites import DCGConfig, evaluate_distilled_actor
+from policylab.evolution.groove import GROOVE, GROOVEConfig, meta_test
 from policylab.evolution.map_elites import MAPElitesConfig, make_qd_method
 from policylab.evolution.pga_map_elites import PGAConfig
 from policylab.evolution.qd_tasks import QD_TASKS, make_qd_task
@@ -112,7 +116,38 @@ class EvolveDCGME(EvolveQD):
     dcg: DCGConfig = dataclasses.field(default_factory=DCGConfig)
 
 
-EVOLVE_COMMANDS = {"ga": EvolveGA, "me": EvolveME, "pga-me": EvolvePGAME, "dcg-me": EvolveDCGME}
+@dataclasses.dataclass
+class EvolveGROOVE:
+    """Meta-train a learned policy gradient (LPG) on grid worlds with a level curriculum (GROOVE), then meta-test it
+    against A2C on held-out levels."""
+
+    meta_updates: int = 500
+    """meta-updates in total"""
+    run_dir: Path | None = None
+    """where config, metrics, checkpoint.pt, lpg.pt and evaluation.json go
+    (default: runs/groove-<curriculum>-s<seed>)"""
+    resume: bool = False
+    """continue the run in run_dir from its checkpoint"""
+    checkpoint_every: int = 10
+    """meta-updates between checkpoints (and after the last)"""
+    test_levels: int = 32
+    """held-out random levels of the meta-test (0: none)"""
+    test_named: tuple[str, ...] = tuple(NAMED_LEVELS)
+    """LPG's named levels of the meta-test (8 copies each)"""
+    test_updates: int | None = None
+    """agent updates of the meta-test's LPG and A2C agents (default: the lifetime)"""
+    progress: bool = True
+    """show a progress bar"""
+    config: Annotated[GROOVEConfig, tyro.conf.arg(name="")] = dataclasses.field(default_factory=GROOVEConfig)
+
+
+EVOLVE_COMMANDS = {
+    "ga": EvolveGA,
+    "me": EvolveME,
+    "pga-me": EvolvePGAME,
+    "dcg-me": EvolveDCGME,
+    "groove": EvolveGROOVE,
+}
 QD_COMMAND_METHODS = {EvolveME: "me", EvolvePGAME: "pga-me", EvolveDCGME: "dcg-me"}
 
 
@@ -148,10 +183,35 @@ def run_quality_diversity(command: EvolveQD) -> None:
     print(json.dumps(summary, indent=2))
 
 
-def run_evolution(command: EvolveGA | EvolveQD) -> None:
+def run_groove(command: EvolveGROOVE) -> None:
+    """Meta-train, meta-test on held-out levels (the LPG's return normalised by A2C's), write evaluation.json and
+    print it."""
+    config = command.config
+    unknown = sorted(set(command.test_named) - set(NAMED_LEVELS))
+    if unknown:
+        raise ValueError(f"unknown named levels {unknown}; choose among {', '.join(NAMED_LEVELS)}")
+    run_dir = command.run_dir or Path("runs") / f"groove-{config.curriculum}-s{config.seed}"
+    groove = GROOVE(config)
+    groove.run(command.meta_updates, run_dir, command.resume, command.progress, command.checkpoint_every)
+    test_sets = {name: named_levels(name, 8, torch.Generator().manual_seed(config.seed)) for name in command.test_named}
+    if command.test_levels:
+        generator = torch.Generator().manual_seed(config.seed + 10_000)
+        test_sets = {"random": sample_levels(command.test_levels, generator, config.levels)} | test_sets
+    updates = command.test_updates or config.lifetime
+    results = {name: meta_test(groove.lpg, levels, updates, config, config.seed) for name, levels in test_sets.items()}
+    summary = {"run_dir": str(run_dir), "lpg": str(run_dir / "lpg.pt"), "meta_updates": groove.meta_updates}
+    summary |= {"meta_test_updates": updates, "meta_test": results}
+    RunDirectory(run_dir).write_json("evaluation.json", summary)
+    print(json.dumps(summary, indent=2))
+
+
+def run_evolution(command: EvolveGA | EvolveQD | EvolveGROOVE) -> None:
     """Run an `evolve` command and print where its results are."""
     if isinstance(command, EvolveQD):
         run_quality_diversity(command)
+        return
+    if isinstance(command, EvolveGROOVE):
+        run_groove(command)
         return
     config = command.config
     run_dir = command.run_dir or Path("runs") / f"ga-{command.env}-s{config.seed}"

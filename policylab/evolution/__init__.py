@@ -1,5 +1,6 @@
 """Evolution of policy weights: the Deep GA, with seed-chain genomes and local or Ray evaluation back-ends, and
-quality-diversity methods (MAP-Elites, PGA-MAP-Elites, DCG-MAP-Elites) with their archives, emitters and tasks."""
+quality-diversity methods (MAP-Elites, PGA-MAP-Elites, DCG-MAP-Elites) with their archives, emitters and tasks,
+and GROOVE (a learned policy gradient meta-trained on a grid-world level curriculum)."""
 
 from policylab.evolution.archives import Archive, CVTArchive, GridArchive
 from policylab.evolution.backends import LocalEvaluator, RayEvaluator, make_evaluator
@@ -7,6 +8,7 @@ from policylab.evolution.dcg_map_elites import DCGConfig, DescriptorConditionedE
 from policylab.evolution.emitters import Emitter, IsoLineEmitter, Offspring
 from policylab.evolution.ga import GA, GAConfig
 from policylab.evolution.genomes import Genome, GenomeDecoder
+from policylab.evolution.groove import GROOVE, GROOVEConfig, LevelBuffer, LPGNetwork, load_lpg, meta_test
 from policylab.evolution.map_elites import MAPElites, MAPElitesConfig, make_qd_method, random_search
 from policylab.evolution.novelty import NoveltyArchive
 from policylab.evolution.pga_map_elites import PGAConfig, PolicyGradientEmitter
@@ -16,6 +18,7 @@ from policylab.evolution.tasks import Evaluations, FunctionTask, PolicyTask
 
 __all__ = [
     "GA",
+    "GROOVE",
     "QD_TASKS",
     "Archive",
     "CVTArchive",
@@ -27,10 +30,13 @@ __all__ = [
     "Evaluations",
     "FunctionTask",
     "GAConfig",
+    "GROOVEConfig",
     "Genome",
     "GenomeDecoder",
     "GridArchive",
     "IsoLineEmitter",
+    "LPGNetwork",
+    "LevelBuffer",
     "LocalEvaluator",
     "MAPElites",
     "MAPElitesConfig",
@@ -43,8 +49,10 @@ __all__ = [
     "QDPolicyTask",
     "RayEvaluator",
     "evaluate_distilled_actor",
+    "load_lpg",
     "make_evaluator",
     "make_qd_method",
     "make_qd_task",
+    "meta_test",
     "random_search",
 ]

@@ -42,3 +42,19 @@ def test_evolve_quality_diversity(tmp_path, capsys):
     assert summary["distilled_distance_to_target"] >= 0
     for name in ("checkpoint.pt", "config.json", "metrics.csv", "qd_score.png", "archive.png", "evaluation.json"):
         assert (dcg_dir / name).exists()
+
+
+def test_evolve_groove_meta_trains_then_meta_tests(tmp_path, capsys):
+    run_dir = tmp_path / "groove"
+    options = ["--num-agents", "4", "--envs-per-agent", "2", "--rollout-length", "4", "--agent-updates", "2"]
+    options += ["--lifetime", "4", "--hidden-size", "8", "--buffer-size", "6", "--score-envs", "2"]
+    options += ["--levels.max-size", "5", "--levels.walls", "3", "--levels.episode-length-range", "10", "20"]
+    options += ["--test-levels", "2", "--test-named", "sparse", "--test-updates", "2", "--no-progress"]
+    main(["evolve", "groove", "--meta-updates", "3", "--run-dir", str(run_dir), *options])
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["meta_updates"] == 3 and set(summary["meta_test"]) == {"random", "sparse"}
+    assert {"lpg_return", "a2c_return", "random_return", "normalised_return"} <= set(summary["meta_test"]["random"])
+    for name in ("checkpoint.pt", "config.json", "metrics.csv", "lpg.pt", "evaluation.json"):
+        assert (run_dir / name).exists()
+    with pytest.raises(SystemExit, match="unknown named levels"):
+        main(["evolve", "groove", "--meta-updates", "3", "--run-dir", str(tmp_path / "x"), "--test-named", "maze"])

@@ -101,6 +101,10 @@ class TorchVecEnv(VecEnv):
         """The observations of a batch of states."""
         raise NotImplementedError
 
+    def _episode_step_limits(self) -> int | torch.Tensor:
+        """Steps after which episodes truncate: `max_episode_steps`, or a per-env tensor for tasks whose envs differ."""
+        return self.max_episode_steps
+
     def reset(
         self, *, seed: int | list[int] | None = None, options: dict[str, Any] | None = None
     ) -> tuple[torch.Tensor, dict[str, Any]]:
@@ -152,7 +156,7 @@ class TorchVecEnv(VecEnv):
             raise RuntimeError(f"{self.env_id}: call reset() (or set_state()) before step()")
         next_state, reward, terminated = self._dynamics(self.state, self._as_actions(actions))
         self.elapsed_steps += 1
-        truncated = self.elapsed_steps >= self.max_episode_steps
+        truncated = self.elapsed_steps >= self._episode_step_limits()
         done = terminated | truncated
         final_observations = self._observations(next_state)
         done_rows = done.reshape(-1, *(1,) * len(self.state_shape))
@@ -390,3 +394,5 @@ COMBINATION_LOCK_HORIZONS = (5, 10, 20, 50)
 """Horizons registered on import (the paper's is 50)."""
 for _horizon in COMBINATION_LOCK_HORIZONS:
     register_combination_lock(_horizon)
+
+from policylab.core.envs import grid_worlds  # noqa: E402, F401  (registers the GridWorld-<level>-v0 ids)
