@@ -91,8 +91,7 @@ def write_json(path: Path, data: dict) -> None:
     atomic_write(path, lambda file: file.write(text.encode()))
 
 
-def classifier_teacher(options: Options, directory: Path) -> ClassifierTeacher:
-    train, validation, _ = image_data("synthetic", options.train_samples, options.validation_samples)
+def classifier_teacher(options: Options, directory: Path, train, validation) -> ClassifierTeacher:
     path = directory / "teacher.pt"
     if path.exists():
         return ClassifierTeacher.from_file(path, train, validation)
@@ -143,9 +142,12 @@ def main(options: Options) -> None:
     results_path = directory / "results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     started = time.perf_counter()
-    teacher = (
-        classifier_teacher(options, directory) if options.case == "classifier" else policy_teacher(options, directory)
-    )
+    if options.case == "classifier":
+        sizes = (options.train_samples, options.validation_samples, options.test_samples)
+        train, validation, test = image_data("synthetic", *sizes)
+        teacher = classifier_teacher(options, directory, train, validation)
+    else:
+        teacher = policy_teacher(options, directory)
     config = options.config
     results["budget"] = dataclasses.asdict(options) | {"output": str(options.output)}
     results["teacher"] = {"params": teacher.architecture.num_params, teacher.score_name: teacher.score}
@@ -180,7 +182,7 @@ def main(options: Options) -> None:
     if options.case == "policy":
         results["final"] = final_returns(teacher, searches, uniform, uniform_network, options)
     else:
-        results["final"] = final_accuracies(teacher, searches, uniform_network, options)
+        results["final"] = final_accuracies(teacher, searches, uniform_network, options.config, test)
     results["seconds"] = time.perf_counter() - started
     write_json(results_path, results)
     references = {
@@ -212,17 +214,16 @@ def smallest_meeting_target(search, teacher) -> tuple[Architecture, dict] | None
     return architecture, summary | {"compression": teacher.architecture.num_params / architecture.num_params}
 
 
-def final_accuracies(teacher, searches, uniform_network, options: Options) -> dict:
+def final_accuracies(teacher, searches, uniform_network, config: N2NConfig, test) -> dict:
     """Test-set accuracies of the teacher and of every selected student (each search's best reward and its
     smallest student within 2 points on the validation set, re-distilled with its own seed)."""
-    _, _, test = image_data("synthetic", test_samples=options.test_samples)
     test_inputs, test_labels = tensors_of(test)
     networks = {"teacher": teacher.network, "uniform": uniform_network}
     for name, search in searches.items():
         networks[name] = search.best_network()
         smallest = smallest_meeting_target(search, teacher)
         if smallest is not None:
-            _, weights = train_student(teacher, smallest[0], options.config)
+            _, weights = train_student(teacher, smallest[0], config)
             networks[f"{name}_smallest_meeting_target"] = smallest[0].build()
             networks[f"{name}_smallest_meeting_target"].load_state_dict(weights)
     final = {name: {"test_accuracy": accuracy(network, test_inputs, test_labels)} for name, network in networks.items()}

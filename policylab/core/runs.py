@@ -67,10 +67,12 @@ class RunDirectory:
                 f"{self.path} already holds a run: pass resume=True (--resume) to continue it, "
                 "or choose another run directory"
             )
-        if continuing and compared(self.read_json("config.json")) != compared(config):
-            raise ValueError(
-                f"cannot resume {self.path}: it was started with a different configuration "
-                f"(config.json there: {compared(self.read_json('config.json'))}; now: {compared(config)})"
-            )
+        if continuing:
+            recorded, current = compared(self.read_json("config.json")), compared(config)
+            if recorded != current:
+                raise ValueError(
+                    f"cannot resume {self.path}: it was started with a different configuration "
+                    f"(config.json there: {recorded}; now: {current})"
+                )
         self.write_json("config.json", config)
         return continuing

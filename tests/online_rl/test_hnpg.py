@@ -7,8 +7,9 @@ import torch
 import policylab
 from policylab.cli import main
 from policylab.core.data.generate import make_combination_lock_dataset
+from policylab.core.envs import VecEnvWrapper, make_vec_env
 from policylab.core.envs.torch_envs import register_combination_lock
-from policylab.online_rl import HNPG, NPG, HNPGConfig, NPGConfig
+from policylab.online_rl import HNPG, NPG, PPO, HNPGConfig, NPGConfig, PPOConfig
 
 LOCK = register_combination_lock(3)
 
@@ -75,9 +76,6 @@ def test_train_hnpg_from_the_command_line(lock_data, tmp_path, capsys):
 
 
 def test_npg_sends_the_envs_unclipped_samples_and_ppo_clips_them():
-    from policylab.core.envs import VecEnvWrapper, make_vec_env
-    from policylab.online_rl import PPO, PPOConfig
-
     class Recorder(VecEnvWrapper):
         def step(self, actions):
             self.actions = actions
