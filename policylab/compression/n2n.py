@@ -37,8 +37,7 @@ from torch.nn import functional as F
 
 from policylab.compression.architecture import Architecture
 from policylab.core.agent import load_checkpoint, save_checkpoint
-from policylab.core.logging import MetricLogger, progress_bar
-from policylab.core.runs import RunDirectory
+from policylab.core.runs import RunDirectory, run_iterations
 
 CHECKPOINT_FORMAT = "policylab-n2n/1"
 SCALE_CHOICES = (0.25, 0.5, 0.5, 0.5, 0.5, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
@@ -361,24 +360,26 @@ class ArchitectureSearch:
         (`resume` continues from it), and at the end candidates.json, best.json, the best student (student.pt, or
         agent.pt for a policy teacher) and pareto.png. Returns the best student's record."""
         run = RunDirectory(run_dir) if run_dir is not None else None
-        logger = None
         if run is not None:
             self._open_run(run, resume)
-            logger = MetricLogger(run.path, tensorboard=False)
-            logger.truncate_after(self.epoch - 1)
-        bar = progress_bar(self.total_epochs, self.epoch, f"{self.kind} ({self.teacher.kind})", progress)
-        bar.unit = "epoch"
+
+        def postfix(metrics: dict[str, float]) -> dict[str, Any]:
+            return {} if self.best is None else {"best": f"{self.best['reward']:.3f}", "params": self.best["params"]}
+
         try:
-            while not self.finished:
-                metrics = self.step()
-                bar.update(1)
-                if self.best is not None:
-                    bar.set_postfix(best=f"{self.best['reward']:.3f}", params=self.best["params"])
-                if run is not None:
-                    logger.log(self.epoch - 1, metrics)
-                    save_checkpoint(self.state_dict(), run.checkpoint)
+            run_iterations(
+                self.step,
+                lambda: self.epoch,
+                self.total_epochs,
+                run,
+                lambda: save_checkpoint(self.state_dict(), run.checkpoint),
+                description=f"{self.kind} ({self.teacher.kind})",
+                unit="epoch",
+                postfix=postfix,
+                finished=lambda: self.finished,
+                progress=progress,
+            )
         finally:
-            bar.close()
             self.trainer.close()
         if run is not None:
             self.write_results(run)

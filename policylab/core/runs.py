@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from policylab.core.files import atomic_write
+from policylab.core.logging import MetricLogger, progress_bar
 
 
 class RunDirectory:
@@ -76,3 +77,43 @@ class RunDirectory:
                 )
         self.write_json("config.json", config)
         return continuing
+
+
+def run_iterations(
+    step: Callable[[], dict[str, float]],
+    done: Callable[[], int],
+    total: int,
+    run: RunDirectory | None,
+    save_checkpoint: Callable[[], None],
+    *,
+    description: str,
+    unit: str,
+    postfix: Callable[[dict[str, float]], dict[str, Any]] = lambda stats: {},
+    finished: Callable[[], bool] | None = None,
+    checkpoint_every: int = 1,
+    index_key: str | None = None,
+    progress: bool = True,
+) -> None:
+    """The loop of a method that advances one iteration at a time (a generation, an epoch, a meta-update).
+
+    Calls `step()` until `finished()` (default: `done()` iterations reach `total`), with a progress bar of `total`
+    `unit`s. With a `run` (already begun and, when resumed, restored by the caller) each iteration's stats go to
+    metrics.csv under the index of that iteration (`done() - 1`; `index_key`, a stat that repeats it, is left out),
+    rows beyond a resumed checkpoint are dropped first, and `save_checkpoint()` runs every `checkpoint_every`
+    iterations and after the last one.
+    """
+    finished = finished or (lambda: done() >= total)
+    logger = None
+    if run is not None:
+        logger = MetricLogger(run.path, tensorboard=False)
+        logger.truncate_after(done() - 1)
+    with progress_bar(total, done(), description, progress) as bar:
+        bar.unit = unit
+        while not finished():
+            stats = step()
+            bar.update(1)
+            bar.set_postfix(postfix(stats))
+            if logger is not None:
+                logger.log(done() - 1, {key: value for key, value in stats.items() if key != index_key})
+                if done() % checkpoint_every == 0 or finished():
+                    save_checkpoint()

@@ -24,8 +24,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from policylab.core.logging import MetricLogger, progress_bar
-from policylab.core.runs import RunDirectory
+from policylab.core.logging import MetricLogger
+from policylab.core.runs import RunDirectory, run_iterations
 from policylab.evolution.backends import Evaluator, make_evaluator
 from policylab.evolution.genomes import SEED_BOUND, Genome, GenomeDecoder, encoding_size_ratio
 from policylab.evolution.novelty import NoveltyArchive
@@ -224,23 +224,20 @@ class GA:
         the genome chains after every generation (atomic), fitness.png, and the best policy as agent.pt when the
         task is a `PolicyTask`; `resume` continues a run from its checkpoint."""
         run = RunDirectory(run_dir) if run_dir is not None else None
-        logger = None
         if run is not None:
             self._open_run(run, resume)
-            logger = MetricLogger(run.path, tensorboard=False)
-            logger.truncate_after(self.generation - 1)
-        bar = progress_bar(generations, self.generation, "Deep GA", progress)
-        bar.unit = "gen"
-        while self.generation < generations:
-            stats = self.step()
-            bar.update(1)
-            bar.set_postfix(elite=f"{stats['elite_fitness']:.1f}", best=f"{stats['fitness_max']:.1f}")
-            if run is not None:
-                logger.log(
-                    int(stats["generation"]), {key: value for key, value in stats.items() if key != "generation"}
-                )
-                run.write_json("checkpoint.json", self.state_dict())
-        bar.close()
+        run_iterations(
+            self.step,
+            lambda: self.generation,
+            generations,
+            run,
+            lambda: run.write_json("checkpoint.json", self.state_dict()),
+            description="Deep GA",
+            unit="gen",
+            postfix=lambda stats: {"elite": f"{stats['elite_fitness']:.1f}", "best": f"{stats['fitness_max']:.1f}"},
+            index_key="generation",
+            progress=progress,
+        )
         if run is not None:
             plot_fitness(run.path)
             if isinstance(self.task, PolicyTask) and self.elite is not None:

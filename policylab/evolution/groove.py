@@ -35,9 +35,8 @@ from torch import nn
 from policylab.core.buffers import compute_gae
 from policylab.core.envs.grid_worlds import NUM_ACTIONS, GridLevels, GridWorld, LevelDistribution, sample_levels
 from policylab.core.files import atomic_write
-from policylab.core.logging import MetricLogger, progress_bar
 from policylab.core.nets import mlp
-from policylab.core.runs import RunDirectory
+from policylab.core.runs import RunDirectory, run_iterations
 
 CHECKPOINT_FORMAT = "policylab-groove/1"
 CURRICULA = ("uniform", "regret", "value-loss")
@@ -808,24 +807,26 @@ class GROOVE:
         """Meta-train until `meta_updates` are done. With `run_dir`: config.json, metrics.csv, an atomic
         checkpoint every `checkpoint_every` meta-updates and at the end, and lpg.pt (the LPG's weights)."""
         run = RunDirectory(run_dir) if run_dir is not None else None
-        logger = None
-        if run is not None:
-            if run.begin(dataclasses.asdict(self.config), resume):
-                self.load_checkpoint(run.checkpoint)
-            logger = MetricLogger(run.path, tensorboard=False)
-            logger.truncate_after(self.meta_updates)
-        bar = progress_bar(meta_updates, self.meta_updates, f"GROOVE ({self.config.curriculum})", progress)
-        bar.unit = "meta-update"
-        while self.meta_updates < meta_updates:
-            stats = self.step()
-            bar.update(1)
-            bar.set_postfix(reward=f"{stats.get('reward_per_step', stats.get('fitness', 0.0)):.4f}")
-            if run is not None:
-                logger.log(self.meta_updates, {key: value for key, value in stats.items() if key != "meta_update"})
-                if self.meta_updates % checkpoint_every == 0 or self.meta_updates == meta_updates:
-                    self.save_checkpoint(run.checkpoint)
-                    save_lpg(self.lpg, run.path / "lpg.pt")
-        bar.close()
+        if run is not None and run.begin(dataclasses.asdict(self.config), resume):
+            self.load_checkpoint(run.checkpoint)
+
+        def save_checkpoint() -> None:
+            self.save_checkpoint(run.checkpoint)
+            save_lpg(self.lpg, run.path / "lpg.pt")
+
+        run_iterations(
+            self.step,
+            lambda: self.meta_updates,
+            meta_updates,
+            run,
+            save_checkpoint,
+            description=f"GROOVE ({self.config.curriculum})",
+            unit="meta-update",
+            postfix=lambda stats: {"reward": f"{stats.get('reward_per_step', stats.get('fitness', 0.0)):.4f}"},
+            checkpoint_every=checkpoint_every,
+            index_key="meta_update",
+            progress=progress,
+        )
         return self.history
 
     def state_dict(self) -> dict[str, Any]:

@@ -24,8 +24,8 @@ import numpy as np
 import torch
 
 from policylab.core.files import atomic_write
-from policylab.core.logging import MetricLogger, progress_bar
-from policylab.core.runs import RunDirectory
+from policylab.core.logging import MetricLogger
+from policylab.core.runs import RunDirectory, run_iterations
 from policylab.evolution.archives import Archive, CVTArchive, GridArchive
 from policylab.evolution.backends import make_evaluator
 from policylab.evolution.emitters import Emitter, EvaluatedBatch, IsoLineEmitter, Offspring, no_intended_descriptors
@@ -218,22 +218,21 @@ class MAPElites:
         `checkpoint_every` iterations and at the end (archive, emitters' learners and replay buffers, generator),
         archive.png (2-D descriptors) and qd_score.png; `resume` continues a run from its checkpoint."""
         run = RunDirectory(run_dir) if run_dir is not None else None
-        logger = None
         if run is not None:
             self._open_run(run, resume)
-            logger = MetricLogger(run.path, tensorboard=False)
-            logger.truncate_after(self.iteration - 1)
-        bar = progress_bar(iterations, self.iteration, "MAP-Elites", progress)
-        bar.unit = "it"
-        while self.iteration < iterations:
-            stats = self.step()
-            bar.update(1)
-            bar.set_postfix(qd=f"{stats['qd_score']:.4g}", cov=f"{stats['coverage']:.2f}")
-            if run is not None:
-                logger.log(int(stats["iteration"]), {key: value for key, value in stats.items() if key != "iteration"})
-                if self.iteration % checkpoint_every == 0 or self.iteration == iterations:
-                    self.save_checkpoint(run.checkpoint)
-        bar.close()
+        run_iterations(
+            self.step,
+            lambda: self.iteration,
+            iterations,
+            run,
+            lambda: self.save_checkpoint(run.checkpoint),
+            description="MAP-Elites",
+            unit="it",
+            postfix=lambda stats: {"qd": f"{stats['qd_score']:.4g}", "cov": f"{stats['coverage']:.2f}"},
+            checkpoint_every=checkpoint_every,
+            index_key="iteration",
+            progress=progress,
+        )
         if run is not None:
             plot_qd_score(run.path)
             plot_archive(self.archive, run.path / "archive.png")
