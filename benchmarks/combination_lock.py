@@ -106,15 +106,11 @@ def right_choice_probabilities(agent: Any, lock: Any, samples: int = 100) -> lis
     for agents without per-step policies (hybrid SAC)."""
     if not hasattr(agent, "policy"):
         return None
-    latent = torch.arange(2, device=lock.device).repeat_interleave(samples)
-    steps = torch.arange(lock.horizon, device=lock.device)
-    states = torch.stack(torch.broadcast_tensors(latent[None, :], steps[:, None]), dim=-1)  # [H, 2·samples, 2]
-    observations = lock._observe(states.reshape(-1, 2)).reshape(lock.horizon, len(latent), -1)
-    with torch.random.fork_rng(devices=[]):
-        actions = agent.policy.sample(observations.to(agent.device))
-    choices = torch.softmax(actions / lock.temperature, dim=-1)
-    right = lock.combinations[latent[None, :], steps[:, None]].to(choices.device)
-    return choices.gather(-1, right[..., None]).squeeze(-1).mean(dim=1).tolist()
+    observations, right = lock.live_state_observations(samples)
+    with torch.random.fork_rng(devices=[]):  # the per-step policies take [H, batch, dim]
+        actions = agent.policy.sample(observations.flatten(1, 2).to(agent.device))
+    choices = lock.choice_probabilities(actions.to(lock.device)).view(lock.horizon, 2, samples, -1)
+    return choices.gather(-1, right[:, :, None, None].expand(-1, -1, samples, 1)).mean(dim=(1, 2, 3)).tolist()
 
 
 def build_agent(method: str, horizon: int, seed: int, episodes: int, cap: int, envs: VecEnv) -> Any:

@@ -40,26 +40,18 @@ class Settings:
 @torch.no_grad()
 def probe(agent: HNPG, lock, samples: int) -> list[dict[str, float]]:
     """Per time step: P(right | A), P(right | B) and Q_h(latent, one-hot right choice of A or B)."""
-    horizon = lock.horizon
-    steps = torch.arange(horizon)[:, None].expand(horizon, samples)
-    one_hot = torch.eye(lock.num_choices)
-    rows: list[dict[str, float]] = [{} for _ in range(horizon)]
-    for latent, name in ((0, "A"), (1, "B")):
-        states = torch.stack([torch.full((horizon, samples), latent), steps], dim=-1)
-        observations = lock._observe(states.reshape(-1, 2)).reshape(horizon, samples, -1)
-        choices = torch.softmax(agent.policy.sample(observations) / lock.temperature, dim=-1)
-        right = lock.combinations[latent][:, None, None].expand(horizon, samples, 1)
-        probability = choices.gather(-1, right).squeeze(-1).mean(dim=1)
-        values = {
-            other: agent.critic(observations, one_hot[lock.combinations[index]][:, None].expand(-1, samples, -1))
-            .squeeze(-1)
-            .mean(dim=1)
-            for index, other in ((0, "A"), (1, "B"))
-        }
-        for h in range(horizon):
-            rows[h][f"P(right|{name})"] = float(probability[h])
-            for other, value in values.items():
-                rows[h][f"Q({name}, right of {other})"] = float(value[h])
+    observations, right = lock.live_state_observations(samples)
+    actions = agent.policy.sample(observations.flatten(1, 2)).view(lock.horizon, 2, samples, -1)  # [H, batch, dim] in
+    choices = lock.choice_probabilities(actions)
+    probabilities = choices.gather(-1, right[:, :, None, None].expand(-1, -1, samples, 1)).squeeze(-1).mean(dim=-1)
+    right_actions = torch.eye(lock.num_choices)[right][:, :, None].expand(-1, -1, samples, -1)  # [H, 2, samples, 10]
+    rows: list[dict[str, float]] = [{} for _ in range(lock.horizon)]
+    for latent, name in enumerate("AB"):
+        for other_latent, other in enumerate("AB"):
+            values = agent.critic(observations[:, latent], right_actions[:, other_latent]).squeeze(-1).mean(dim=1)
+            for h in range(lock.horizon):
+                rows[h][f"P(right|{name})"] = float(probabilities[h, latent])
+                rows[h][f"Q({name}, right of {other})"] = float(values[h])
     return rows
 
 

@@ -328,13 +328,26 @@ class CombinationLock(TorchVecEnv):
         right = self.combinations[latent.clamp(max=1), step.clamp(max=self.horizon - 1)]
         return torch.nn.functional.one_hot(right, self.num_choices).to(self.action_dtype)
 
+    def live_state_observations(self, samples: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """`samples` noisy observations of each live state (A, B) at every step, `[horizon, 2, samples, dim]`, and
+        the right choice there, `[horizon, 2]`: what a probe of a learnt policy or critic is fed."""
+        latent = torch.arange(2, device=self.device).repeat_interleave(samples)
+        step = torch.arange(self.horizon, device=self.device)
+        states = torch.stack(torch.broadcast_tensors(latent[None, :], step[:, None]), dim=-1)  # [H, 2·samples, 2]
+        observations = self._observe(states.reshape(-1, 2)).reshape(self.horizon, 2, samples, -1)
+        return observations, self.combinations.T
+
+    def choice_probabilities(self, actions: torch.Tensor) -> torch.Tensor:
+        """The probability of each of the `num_choices` choices that `actions` (`[..., num_choices]`) make."""
+        return torch.softmax(actions.float() / self.temperature, dim=-1)
+
     def _sample_initial_state(self, count: int) -> torch.Tensor:
         latent = (self._random(count) >= 0.5).long()  # A or B with probability ½
         return torch.stack([latent, torch.zeros_like(latent)], dim=-1)
 
     def _dynamics(self, state: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         latent, step = state.unbind(-1)
-        probabilities = torch.softmax(actions.float() / self.temperature, dim=-1)
+        probabilities = self.choice_probabilities(actions)
         choices = torch.multinomial(probabilities, 1, generator=self.generator).squeeze(-1)
         alive = latent != self.dead
         right = self.combinations[latent.clamp(max=1), step]

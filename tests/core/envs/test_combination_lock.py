@@ -72,6 +72,17 @@ def test_observations_unmix_to_one_hot_latent_and_step_plus_noise():
     assert noise.std().item() == pytest.approx(0.1, rel=0.05) and abs(noise.mean().item()) < 0.005
 
 
+def test_probe_observations_cover_both_live_states_at_every_step_with_their_right_choices():
+    env = make_vec_env("CombinationLock-H10-v0", 1, seed=0)
+    observations, right = env.live_state_observations(samples=50)
+    assert observations.shape == (10, 2, 50, 16) and torch.equal(right, env.combinations.T)
+    unmixed = observations @ env.mixing / 16
+    assert (unmixed[..., :3].argmax(-1) == torch.tensor([A, B])[None, :, None]).all()
+    assert (unmixed[..., 3:13].argmax(-1) == torch.arange(10)[:, None, None]).all()
+    probabilities = env.choice_probabilities(choice(3))
+    assert probabilities.shape == (1, 10) and probabilities[0, 3].item() == pytest.approx(1.0)
+
+
 def test_the_lock_is_shared_by_every_env_seed_and_named_by_its_horizon():
     first, second = make_vec_env("CombinationLock-H20-v0", 2, seed=0), make_vec_env("CombinationLock-H20-v0", 3, seed=9)
     assert torch.equal(first.combinations, second.combinations)
