@@ -6,8 +6,9 @@ MuJoCo: 256-256 networks, learning rate 3e-4, batch 256, τ = 0.005, γ = 0.99, 
 −dim(A), entropy coefficient starting at 1, 5000 uniformly random steps before learning.
 
 Each update follows SB3's order: the entropy coefficient steps on the current policy's
-log-density, the critics on the soft Bellman target with the target critics, then the actor on
-the updated critics' min-Q, then the targets by Polyak averaging.
+log-density (the update itself uses α from before that step), the critics on the soft Bellman
+target with the target critics, then the actor on the updated critics' min-Q, then the targets by
+Polyak averaging.
 """
 
 from __future__ import annotations
@@ -156,12 +157,12 @@ class SAC(OnlineAgent):
 
         policy = self._policy_sample(observations)
         log_probs = policy.log_probs
+        alpha = self.log_alpha.value.detach().exp()  # this update's α is the one before its step, as in SB3
         if cfg.autotune_entropy:
             # The α loss −log α·(log π + target entropy), batch-averaged, has this gradient in log α;
             # set directly, it spares a backward pass.
             self.log_alpha.value.grad = -(log_probs.detach().mean() + self.target_entropy)
             self.alpha_optimizer.step()
-        alpha = self.log_alpha.value.detach().exp()
 
         with torch.no_grad():
             next_actions, next_log_probs = self._next_policy_sample(next_observations)

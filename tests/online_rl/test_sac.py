@@ -40,7 +40,7 @@ def test_sac_entropy_coefficient_falls_while_entropy_is_above_target():
     assert agent.log_alpha.value.exp().item() < 0.95
 
 
-def test_sac_entropy_gradient_equals_autograd_of_sb3s_alpha_loss():
+def test_sac_entropy_gradient_equals_autograd_of_sb3s_alpha_loss_and_the_update_uses_the_alpha_before_it():
     agent = SAC("Pendulum-v1", small_config())
     agent.setup_learning(1000)
     agent.buffer.add(
@@ -49,12 +49,15 @@ def test_sac_entropy_gradient_equals_autograd_of_sb3s_alpha_loss():
     batch = agent.buffer.sample(64)
     reference = copy.deepcopy(agent)
     torch.manual_seed(3)
-    agent.update(batch)
+    metrics = agent.update(batch)
     torch.manual_seed(3)  # the same policy noise: sampling the actor is the update's first random draw
     _, log_probs = reference.actor(batch.observations)
     alpha_loss = -(reference.log_alpha.value * (log_probs.detach() + reference.target_entropy)).mean()
     (expected,) = torch.autograd.grad(alpha_loss, reference.log_alpha.value)
     torch.testing.assert_close(agent.log_alpha.value.grad, expected)
+    # The update's losses use α from before its step, as SB3's do; the step itself moved α.
+    assert metrics["train/alpha"] == reference.log_alpha.value.exp()
+    assert agent.log_alpha.value.exp() != reference.log_alpha.value.exp()
 
 
 def test_sac_stores_final_observation_and_bootstraps_truncation():
