@@ -183,7 +183,9 @@ def evaluate_population(
 ) -> PopulationResult:
     """One episode per (member, repeat) for all P members at once: the population's stacked weights run as one
     batched network against one batched env of P × `episodes_per_member` envs; envs whose episode has ended are
-    masked out until the last one ends. Env k = member * episodes_per_member + repeat.
+    masked out until the last one ends. Env k = member * episodes_per_member + repeat. On envs that can drop
+    envs (`keep`: the mujoco engine), the envs of members whose episodes have all ended are dropped whenever at
+    most half the members stepped still run, so the physics is not spent on finished episodes.
 
     `params` is (P, policy_spec.num_params); the network's outputs in [-1, 1] (tanh) are scaled to the action
     bounds. `max_episode_steps` shortens episodes (e.g. 250 for omnidirectional Ant); other keyword arguments go to
@@ -217,19 +219,27 @@ def evaluate_population(
         high = torch.as_tensor(action_space.high, device=params.device)
         layers = policy_spec.stack(params)
         observations, _ = envs.reset(seed=[seed + env for env in range(num_envs)] if envs.seeds_each_env else None)
+        # The rows still stepped: their global env indices and members (the envs of members whose every episode
+        # has ended are dropped when the env can `keep` a subset; elsewhere they step on, masked out).
+        env_index, members = np.arange(num_envs), np.arange(population)
         running = np.ones(num_envs, dtype=bool)
         policy_inputs = _with_time_left(to_numpy(observations), lengths, horizon)
         while running.any():
             inputs = torch.as_tensor(policy_inputs, dtype=params.dtype, device=params.device)
-            outputs = policy_spec.forward(layers, inputs.reshape(population, episodes_per_member, -1))
-            outputs = outputs.reshape(num_envs, -1)
+            outputs = policy_spec.forward(layers, inputs.reshape(len(members), episodes_per_member, -1))
+            outputs = outputs.reshape(len(env_index), -1)
             actions = low + (outputs + 1) * (high - low) / 2
             observations, rewards, terminated, truncated, info = envs.step(actions.cpu().numpy())
             done = to_numpy(terminated | truncated)
             last_info = _finished_info(info, done)
-            next_inputs = _with_time_left(to_numpy(observations), lengths + 1, horizon)
+            next_inputs = _with_time_left(to_numpy(observations), lengths[env_index] + 1, horizon)
+            live = env_index[running]
             if record_transitions:
-                final = _with_time_left(to_numpy(info["final_obs"]), lengths + 1, horizon) if done.any() else None
+                final = (
+                    _with_time_left(to_numpy(info["final_obs"]), lengths[env_index] + 1, horizon)
+                    if done.any()
+                    else None
+                )
                 steps.append(
                     {
                         "observations": policy_inputs[running],
@@ -239,21 +249,34 @@ def evaluate_population(
                         if final is not None
                         else next_inputs[running],
                         "terminations": to_numpy(terminated)[running].astype(np.float32),
-                        "members": np.flatnonzero(running) // episodes_per_member,
+                        "members": live // episodes_per_member,
                     }
                 )
             policy_inputs = next_inputs
-            returns[running] += to_numpy(rewards)[running]
-            lengths[running] += 1
+            returns[live] += to_numpy(rewards)[running]
+            lengths[live] += 1
             if "feet_contact" in last_info:
                 contact = to_numpy(last_info["feet_contact"]).astype(np.float64)
-                contact_steps = np.zeros_like(contact) if contact_steps is None else contact_steps
-                contact_steps[running] += contact[running]
+                contact_steps = np.zeros((num_envs, contact.shape[1])) if contact_steps is None else contact_steps
+                contact_steps[live] += contact[running]
             ended = running & done
             if ended.any() and "x_position" in last_info:
-                final_xy[ended, 0] = to_numpy(last_info["x_position"])[ended]
-                final_xy[ended, 1] = to_numpy(last_info["y_position"])[ended] if "y_position" in last_info else 0.0
+                final_xy[env_index[ended], 0] = to_numpy(last_info["x_position"])[ended]
+                y = to_numpy(last_info["y_position"])[ended] if "y_position" in last_info else 0.0
+                final_xy[env_index[ended], 1] = y
             running &= ~done
+            live_members = np.unique(env_index[running] // episodes_per_member)
+            if hasattr(envs, "keep") and 0 < len(live_members) <= len(members) // 2:
+                positions = np.searchsorted(members, live_members)
+                rows = (positions[:, None] * episodes_per_member + np.arange(episodes_per_member)).reshape(-1)
+                envs.keep(rows)
+                layers = [(weight[positions], bias[positions]) for weight, bias in layers]
+                env_index, members, running, policy_inputs = (
+                    env_index[rows],
+                    live_members,
+                    running[rows],
+                    policy_inputs[rows],
+                )
     shape = (population, episodes_per_member)
     feet_contact = None if contact_steps is None else (contact_steps / lengths[:, None]).reshape(*shape, -1)
     transitions = None

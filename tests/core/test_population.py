@@ -1,5 +1,5 @@
-"""Whole-population evaluation: the stacked network equals each member's own network, and the batched
-episodes, masks and behaviour statistics equal member-by-member rollouts."""
+"""Whole-population evaluation: the stacked network equals each member's own network, the batched episodes, masks
+and behaviour statistics equal member-by-member rollouts, and dropping finished envs changes no result."""
 
 import gymnasium as gym
 import numpy as np
@@ -92,6 +92,20 @@ def test_a_shard_equals_its_rows_of_the_whole_population(env_id, backend, spec):
     np.testing.assert_array_equal(shard.returns, whole.returns[2:4])
     np.testing.assert_array_equal(shard.lengths, whole.lengths[2:4])
     assert len(np.unique(whole.returns)) == whole.returns.size  # every env started from its own state
+
+
+def test_dropping_finished_envs_gives_the_same_results_as_masking_them(monkeypatch):
+    spec = PopulationMLP(18, 6, hidden_sizes=(16,))  # Walker2d with the time-left feature
+    params = spec.initial_params(12, torch.Generator().manual_seed(5)) * 3  # varied episode lengths
+    run = dict(episodes_per_member=2, seed=1, max_episode_steps=80, time_feature=True, record_transitions=True)
+    dropped = evaluate_population(params, spec, "Walker2d-v5", **run)
+    assert len(np.unique(dropped.lengths)) > 3
+    monkeypatch.delattr(MujocoVecEnv, "keep")
+    masked = evaluate_population(params, spec, "Walker2d-v5", **run)
+    for field in ("returns", "lengths", "final_xy", "feet_contact"):
+        np.testing.assert_array_equal(getattr(dropped, field), getattr(masked, field))
+    for field in ("observations", "actions", "rewards", "next_observations", "terminations", "members"):
+        np.testing.assert_array_equal(getattr(dropped.transitions, field), getattr(masked.transitions, field))
 
 
 def test_mismatched_policy_is_refused():

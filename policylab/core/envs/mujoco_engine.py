@@ -375,12 +375,12 @@ class MujocoVecEnv(VecEnv):
         self.task = task_class(self.model)
         if forward_reward_weight is not None:  # Gymnasium's argument of the same name (0: no forward reward)
             self.task.forward_reward_weight = forward_reward_weight
-        self.physics = PHYSICS[physics](self.model, task_class.frame_skip, num_envs, num_threads or usable_cores())
+        self._num_threads = num_threads or usable_cores()
+        self.physics = PHYSICS[physics](self.model, task_class.frame_skip, num_envs, self._num_threads)
 
         self._states = np.zeros((num_envs, mujoco.mj_stateSize(self.model, FULL_PHYSICS)))
+        self._bind_positions_and_velocities()
         self._warmstarts = np.zeros((num_envs, self.model.nv))
-        self._qpos = self._states[:, 1 : 1 + self.model.nq]  # views into the state rows: [time, qpos, qvel, ...]
-        self._qvel = self._states[:, 1 + self.model.nq : 1 + self.model.nq + self.model.nv]
         self._contact_forces = np.zeros((num_envs, self.model.nbody, 6))
         self._body_xpos = np.zeros((num_envs, self.model.nbody, 3))
         self._elapsed_steps = np.zeros(num_envs, dtype=np.int64)
@@ -460,6 +460,22 @@ class MujocoVecEnv(VecEnv):
         self._compute_body_positions(np.arange(self.num_envs))
         return self._observe()
 
+    def keep(self, rows: Any) -> None:
+        """Go on with the envs in `rows` only (in that order), their episodes unchanged; the others are dropped.
+        A population evaluation calls it to stop stepping envs whose episodes have ended."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if rows.ndim != 1 or len(rows) == 0 or rows.min() < 0 or rows.max() >= self.num_envs:
+            raise ValueError(f"keep needs a non-empty list of env indices below {self.num_envs}, got {rows.tolist()}")
+        self._states = self._states[rows]
+        self._bind_positions_and_velocities()
+        self._warmstarts, self._elapsed_steps = self._warmstarts[rows], self._elapsed_steps[rows]
+        self._contact_forces, self._body_xpos = self._contact_forces[rows], self._body_xpos[rows]
+        self.num_envs = len(rows)
+        self.observation_space = gym.vector.utils.batch_space(self.single_observation_space, self.num_envs)
+        self.action_space = gym.vector.utils.batch_space(self.single_action_space, self.num_envs)
+        self.physics.close()
+        self.physics = type(self.physics)(self.model, self.task.frame_skip, self.num_envs, self._num_threads)
+
     def state_dict(self) -> dict[str, Any] | None:
         """Physics states, solver warm-starts, contact forces, step counts and the reset-noise generator."""
         return {
@@ -484,6 +500,11 @@ class MujocoVecEnv(VecEnv):
 
     def close(self, **kwargs: Any) -> None:
         self.physics.close()
+
+    def _bind_positions_and_velocities(self) -> None:
+        """`_qpos` and `_qvel` as views into the state rows ([time, qpos, qvel, ...])."""
+        nq, nv = self.model.nq, self.model.nv
+        self._qpos, self._qvel = self._states[:, 1 : 1 + nq], self._states[:, 1 + nq : 1 + nq + nv]
 
     def _reset_rows(self, rows: np.ndarray, initial_state: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         qpos, qvel = initial_state or self.task.sample_initial_state(self._rng, len(rows))

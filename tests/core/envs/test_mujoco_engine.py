@@ -179,6 +179,30 @@ def test_feet_contact_and_positions_in_info():
         np.testing.assert_array_equal(info["x_position"], info["qpos"][:, 0])
 
 
+@pytest.mark.parametrize("physics", ["rollout", "mjdata"])
+def test_kept_envs_go_on_exactly_as_in_the_whole_batch(physics):
+    actions = np.random.default_rng(0).uniform(-1, 1, (20, 5, 3)).astype(np.float32)
+    with (
+        MujocoVecEnv("Hopper-v5", 5, physics=physics, num_threads=2) as whole,
+        MujocoVecEnv("Hopper-v5", 5, physics=physics, num_threads=2) as part,
+    ):
+        whole.reset(seed=0)
+        for step in range(8):
+            whole.step(actions[step])
+        part.load_state_dict(whole.state_dict())
+        part.keep([4, 1])
+        assert part.num_envs == 2 and part.action_space.shape == (2, 3)
+        for step in range(8, 20):  # episodes that go on (a reset would draw other noise in the two batches)
+            expected = whole.step(actions[step])
+            observations, rewards, terminated, truncated, info = part.step(actions[step, [4, 1]])
+            assert not (terminated | truncated).any()
+            np.testing.assert_array_equal(observations, expected[0][[4, 1]])
+            np.testing.assert_array_equal(rewards, expected[1][[4, 1]])
+            np.testing.assert_array_equal(info["qpos"], expected[4]["qpos"][[4, 1]])
+        with pytest.raises(ValueError, match="keep needs a non-empty list of env indices below 2"):
+            part.keep([0, 2])
+
+
 def test_bad_input_gets_clear_errors():
     with pytest.raises(ValueError, match="has no task 'Pusher-v5'.*Hopper-v5"):
         MujocoVecEnv("Pusher-v5", 2)
