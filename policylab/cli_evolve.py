@@ -29,10 +29,11 @@ from policylab.evolution.qd_tasks import QD_TASKS, make_qd_task
 
 @dataclasses.dataclass
 class EvolveGA:
-    """Evolve an MLP policy with the Deep GA (truncation selection and mutation, seed-chain genomes)."""
+    """Evolve a policy with the Deep GA (truncation selection and mutation, seed-chain genomes): an MLP on a task with
+    Box actions, the Nature-DQN CNN on an Atari game (ALE/*-v5, needs ale-py)."""
 
     env: str
-    """task id, e.g. Hopper-v5 (any make_vec_env id with a Box action space)"""
+    """task id, e.g. Hopper-v5 (any make_vec_env id with a Box action space) or ALE/Pong-v5"""
     generations: int = 100
     """generations in total"""
     backend: Literal["local", "ray"] = "local"
@@ -42,7 +43,7 @@ class EvolveGA:
     address: str | None = None
     """Ray cluster to join (e.g. auto); default: start a local Ray"""
     hidden_sizes: tuple[int, ...] = (64, 64)
-    """hidden layer widths of the policy"""
+    """hidden layer widths of an MLP policy"""
     env_backend: str = "auto"
     """make_vec_env backend that runs the episodes"""
     max_episode_steps: int | None = None

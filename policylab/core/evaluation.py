@@ -6,12 +6,13 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 import torch
 
 from policylab.core.data.scores import normalized_score, reference_returns
 from policylab.core.envs import make_vec_env, to_numpy
-from policylab.core.nets import PopulationMLP
+from policylab.core.nets import PopulationMLP, PopulationNatureCNN
 
 Policy = Callable[[np.ndarray], np.ndarray]
 
@@ -171,7 +172,7 @@ class PopulationResult:
 @torch.no_grad()
 def evaluate_population(
     params: torch.Tensor,
-    policy_spec: PopulationMLP,
+    policy_spec: PopulationMLP | PopulationNatureCNN,
     env_id: str,
     episodes_per_member: int = 1,
     seed: int = 0,
@@ -187,10 +188,11 @@ def evaluate_population(
     envs (`keep`: the mujoco engine), the envs of members whose episodes have all ended are dropped whenever at
     most half the members stepped still run, so the physics is not spent on finished episodes.
 
-    `params` is (P, policy_spec.num_params); the network's outputs in [-1, 1] (tanh) are scaled to the action
-    bounds. `max_episode_steps` shortens episodes (e.g. 250 for omnidirectional Ant); other keyword arguments go to
+    `params` is (P, policy_spec.num_params); the network's outputs become actions by `population_actions` (tanh
+    outputs scaled to a Box, the best score on a Discrete space: Atari with `PopulationNatureCNN`).
+    `max_episode_steps` shortens episodes (e.g. 250 for omnidirectional Ant); other keyword arguments go to
     `make_vec_env` (e.g. `num_threads` of the mujoco backend). On backends that seed each env
-    on its own (mujoco, torch, gymnasium), env k starts from the initial state of seed + k alone, so members
+    on its own (mujoco, torch, gymnasium, atari), env k starts from the initial state of seed + k alone, so members
     [a, b) evaluated with seed + a * episodes_per_member equal rows [a, b) of the whole population's result.
 
     `time_feature` appends the fraction of the episode left, 1 − t / max_episode_steps, to each observation the
@@ -204,19 +206,18 @@ def evaluate_population(
     returns, lengths = np.zeros(num_envs), np.zeros(num_envs, dtype=np.int64)
     final_xy, contact_steps = np.zeros((num_envs, 2)), None
     with make_vec_env(env_id, num_envs, backend=backend, seed=seed, **env_kwargs) as envs:
-        action_space = envs.single_action_space
-        input_dim = envs.single_observation_space.shape[0] + int(time_feature)
-        if policy_spec.input_dim != input_dim or policy_spec.output_dim != (action_space.shape[0]):
+        action_space, observation_shape = envs.single_action_space, envs.single_observation_space.shape
+        input_dim = observation_shape[0] + int(time_feature)
+        action_dim = action_space.n if isinstance(action_space, gym.spaces.Discrete) else action_space.shape[0]
+        if policy_spec.input_dim != input_dim or policy_spec.output_dim != action_dim:
             raise ValueError(
-                f"{env_id} has observations {envs.single_observation_space.shape} (+1 with time_feature) and "
-                f"actions {action_space.shape}; the policy maps {policy_spec.input_dim} to {policy_spec.output_dim}"
+                f"{env_id} has observations {observation_shape} (+1 with time_feature) and {action_dim} action "
+                f"dimensions; the policy maps {policy_spec.input_dim} to {policy_spec.output_dim}"
             )
         horizon = getattr(envs, "max_episode_steps", None) if time_feature else None
-        if time_feature and horizon is None:
-            raise ValueError("time_feature needs the episode length: pass max_episode_steps")
+        if time_feature and (horizon is None or len(observation_shape) != 1):
+            raise ValueError("time_feature needs flat observations and the episode length (pass max_episode_steps)")
         steps: list[dict[str, np.ndarray]] = []
-        low = torch.as_tensor(action_space.low, device=params.device)
-        high = torch.as_tensor(action_space.high, device=params.device)
         layers = policy_spec.stack(params)
         observations, _ = envs.reset(seed=[seed + env for env in range(num_envs)] if envs.seeds_each_env else None)
         # The rows still stepped: their global env indices and members (the envs of members whose every episode
@@ -226,9 +227,9 @@ def evaluate_population(
         policy_inputs = _with_time_left(to_numpy(observations), lengths, horizon)
         while running.any():
             inputs = torch.as_tensor(policy_inputs, dtype=params.dtype, device=params.device)
-            outputs = policy_spec.forward(layers, inputs.reshape(len(members), episodes_per_member, -1))
-            outputs = outputs.reshape(len(env_index), -1)
-            actions = low + (outputs + 1) * (high - low) / 2
+            inputs = inputs.reshape(len(members), episodes_per_member, *inputs.shape[1:])
+            outputs = policy_spec.forward(layers, inputs).reshape(len(env_index), -1)
+            actions = population_actions(outputs, action_space)
             observations, rewards, terminated, truncated, info = envs.step(actions.cpu().numpy())
             done = to_numpy(terminated | truncated)
             last_info = _finished_info(info, done)
@@ -285,6 +286,16 @@ def evaluate_population(
     return PopulationResult(
         returns.reshape(shape), lengths.reshape(shape), final_xy.reshape(*shape, 2), feet_contact, transitions
     )
+
+
+def population_actions(outputs: torch.Tensor, action_space: gym.Space) -> torch.Tensor:
+    """The actions of population networks' outputs: the best-scored one on a Discrete space, else the tanh outputs
+    in [−1, 1] scaled to the Box."""
+    if isinstance(action_space, gym.spaces.Discrete):
+        return outputs.argmax(-1)
+    low = torch.as_tensor(action_space.low, device=outputs.device)
+    high = torch.as_tensor(action_space.high, device=outputs.device)
+    return low + (outputs + 1) * (high - low) / 2
 
 
 def _with_time_left(observations: np.ndarray, elapsed: np.ndarray, horizon: int | None) -> np.ndarray:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Iterable, Sequence
-from typing import NamedTuple
+from typing import ClassVar, NamedTuple
 
 import torch
 from torch import nn
@@ -618,3 +618,128 @@ class PopulationMLP:
         if [(linear.in_features, linear.out_features) for linear in linears] != self.layer_shapes:
             raise ValueError(f"the module's linear layers do not match {self.layer_shapes}")
         return torch.cat([torch.cat([linear.weight.T.reshape(-1), linear.bias]) for linear in linears]).detach()
+
+    def initial_bounds(self) -> torch.Tensor:
+        """Per parameter, the bound b of its default initialisation U(−b, b): 1/sqrt(fan_in) of its layer (float64)."""
+        return torch.cat(
+            [
+                torch.full(((fan_in + 1) * fan_out,), 1 / math.sqrt(fan_in), dtype=torch.float64)
+                for fan_in, fan_out in self.layer_shapes
+            ]
+        )
+
+
+class PixelScale(nn.Module):
+    """uint8 pixel values (as floats) to [0, 1]."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x / 255.0
+
+
+@dataclasses.dataclass(frozen=True)
+class PopulationNatureCNN:
+    """The Nature-DQN network (Mnih et al., 2015) on stacked 84×84 frames, with one flat weight vector per population
+    member, so that P members run as grouped convolutions and batched matmuls. Pixels are scaled to [0, 1]; the
+    outputs are one score per discrete action (the policy takes the best).
+
+    Layout of a member's vector, layer after layer: the weight (a convolution's as (out, in, k, k), a linear
+    layer's as (in, out)), then the bias.
+    """
+
+    input_dim: int
+    """stacked frames"""
+    output_dim: int
+    """discrete actions"""
+    convolutions: ClassVar[tuple[tuple[int, int, int], ...]] = ((32, 8, 4), (64, 4, 2), (64, 3, 1))
+    """(channels, kernel, stride) of each convolution"""
+    hidden_size: ClassVar[int] = 512
+    frame_size: ClassVar[int] = 84
+
+    @property
+    def conv_shapes(self) -> list[tuple[int, int, int, int]]:
+        """(out, in, kernel, stride) of every convolution."""
+        inputs = [self.input_dim] + [channels for channels, _, _ in self.convolutions[:-1]]
+        return [(out, fan_in, kernel, stride) for fan_in, (out, kernel, stride) in zip(inputs, self.convolutions)]
+
+    @property
+    def linear_shapes(self) -> list[tuple[int, int]]:
+        """(in, out) of the two linear layers after the convolutions."""
+        size = self.frame_size
+        for _, kernel, stride in self.convolutions:
+            size = (size - kernel) // stride + 1
+        flat = self.convolutions[-1][0] * size * size
+        return [(flat, self.hidden_size), (self.hidden_size, self.output_dim)]
+
+    def _layers(self) -> list[tuple[int, int, int]]:
+        """(fan_in, weights, biases) of every layer, convolutions first."""
+        convs = [
+            (fan_in * kernel * kernel, out * fan_in * kernel * kernel, out)
+            for out, fan_in, kernel, _ in self.conv_shapes
+        ]
+        return convs + [(fan_in, fan_in * fan_out, fan_out) for fan_in, fan_out in self.linear_shapes]
+
+    @property
+    def num_params(self) -> int:
+        """Length of one member's parameter vector."""
+        return sum(weights + biases for _, weights, biases in self._layers())
+
+    def initial_bounds(self) -> torch.Tensor:
+        """Per parameter, the bound b of `nn.Conv2d`'s and `nn.Linear`'s default initialisation U(−b, b)."""
+        return torch.cat(
+            [
+                torch.full((weights + biases,), 1 / math.sqrt(fan_in), dtype=torch.float64)
+                for fan_in, weights, biases in self._layers()
+            ]
+        )
+
+    def initial_params(
+        self, population: int, generator: torch.Generator | None = None, device: torch.device | str | None = None
+    ) -> torch.Tensor:
+        """(population, num_params) vectors drawn like `nn.Conv2d`'s and `nn.Linear`'s defaults (float32)."""
+        unit = torch.rand(population, self.num_params, generator=generator, device=device)
+        return (2 * unit - 1) * self.initial_bounds().to(unit)
+
+    def stack(self, params: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(population, num_params) vectors as grouped-convolution weights (P·out, in, k, k) and biases (P·out), then
+        stacked linear weights (P, in, out) and biases (P, 1, out)."""
+        if params.ndim != 2 or params.shape[1] != self.num_params:
+            raise ValueError(f"expected parameters of shape (population, {self.num_params}), got {tuple(params.shape)}")
+        layers, offset = [], 0
+        for out, fan_in, kernel, _ in self.conv_shapes:
+            size = out * fan_in * kernel * kernel
+            weight = params[:, offset : offset + size].reshape(-1, fan_in, kernel, kernel).contiguous()
+            offset += size
+            layers.append((weight, params[:, offset : offset + out].reshape(-1).contiguous()))
+            offset += out
+        for fan_in, fan_out in self.linear_shapes:
+            weight = params[:, offset : offset + fan_in * fan_out].reshape(-1, fan_in, fan_out).contiguous()
+            offset += fan_in * fan_out
+            layers.append((weight, params[:, offset : offset + fan_out].unsqueeze(1).contiguous()))
+            offset += fan_out
+        return layers
+
+    def forward(self, layers: list[tuple[torch.Tensor, torch.Tensor]], inputs: torch.Tensor) -> torch.Tensor:
+        """Scores (P, N, actions) of every member (layers from `stack`) on its own frames (P, N, C, 84, 84)."""
+        population, batch = inputs.shape[:2]
+        dtype = layers[0][0].dtype
+        x = inputs.to(dtype).transpose(0, 1).reshape(batch, -1, *inputs.shape[3:]) / 255.0
+        for (weight, bias), (_, _, _, stride) in zip(layers, self.conv_shapes):
+            x = torch.relu(F.conv2d(x, weight, bias, stride=stride, groups=population))
+        x = x.reshape(batch, population, -1).transpose(0, 1)
+        (hidden_weight, hidden_bias), (output_weight, output_bias) = layers[len(self.conv_shapes) :]
+        return torch.baddbmm(output_bias, torch.relu(torch.baddbmm(hidden_bias, x, hidden_weight)), output_weight)
+
+    def to_module(self, vector: torch.Tensor) -> nn.Sequential:
+        """One member as an ordinary network (pixel scaling, convolutions, linear layers) holding `vector`."""
+        modules: list[nn.Module] = [PixelScale()]
+        for out, fan_in, kernel, stride in self.conv_shapes:
+            modules += [nn.Conv2d(fan_in, out, kernel, stride), nn.ReLU()]
+        (flat, hidden), (_, actions) = self.linear_shapes
+        modules += [nn.Flatten(), nn.Linear(flat, hidden), nn.ReLU(), nn.Linear(hidden, actions)]
+        module = nn.Sequential(*modules)
+        weighted = [layer for layer in module if isinstance(layer, nn.Conv2d | nn.Linear)]
+        with torch.no_grad():
+            for layer, (weight, bias) in zip(weighted, self.stack(vector.reshape(1, -1))):
+                layer.weight.copy_(weight if isinstance(layer, nn.Conv2d) else weight[0].T)
+                layer.bias.copy_(bias.reshape(-1))
+        return module

@@ -8,7 +8,6 @@ and the seed: member i's episode r runs on env seed `seed + i * episodes + r`, s
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable
 from functools import cached_property
 from typing import Any
@@ -19,8 +18,9 @@ import torch
 
 from policylab.core.envs import make_vec_env, supported_backends
 from policylab.core.evaluation import PopulationTransitions, evaluate_population
-from policylab.core.nets import PopulationMLP
+from policylab.core.nets import PopulationMLP, PopulationNatureCNN
 from policylab.evolution.genomes import counter_normal, counter_uniform
+from policylab.evolution.policy import population_network
 
 
 @dataclasses.dataclass
@@ -47,9 +47,10 @@ class Evaluations:
 
 @dataclasses.dataclass
 class PolicyTask:
-    """An MLP policy (tanh outputs scaled to the action box) on task `env_id`, the population run as one batched
-    network on one batched env (`evaluate_population`). Fitness is the mean episode return; the behaviour is the
-    final x-y position ("final_xy") or each foot's contact fraction ("feet_contact")."""
+    """A policy network on task `env_id` (`population_network`: an MLP with tanh outputs scaled to the action box,
+    or on Atari games the Nature-DQN CNN), the population run as one batched network on one batched env
+    (`evaluate_population`). Fitness is the mean episode return; the behaviour is the final x-y position
+    ("final_xy") or each foot's contact fraction ("feet_contact") of locomotion tasks."""
 
     env_id: str
     hidden_sizes: tuple[int, ...] = (64, 64)
@@ -71,21 +72,15 @@ class PolicyTask:
             raise ValueError(f"unknown behaviour {self.behaviour!r}; choose final_xy or feet_contact")
 
     @cached_property
-    def spaces(self) -> tuple[gym.spaces.Box, gym.spaces.Box]:
+    def spaces(self) -> tuple[gym.Space, gym.Space]:
         """(observation, action) spaces of one env."""
         with make_vec_env(self.env_id, 1, backend=self.backend) as env:
-            observation_space, action_space = env.single_observation_space, env.single_action_space
-        if not isinstance(action_space, gym.spaces.Box):
-            raise ValueError(f"{self.env_id} has {type(action_space).__name__} actions; PolicyTask needs a Box")
-        return observation_space, action_space
+            return env.single_observation_space, env.single_action_space
 
     @cached_property
-    def spec(self) -> PopulationMLP:
+    def spec(self) -> PopulationMLP | PopulationNatureCNN:
         """The policy architecture."""
-        observation_space, action_space = self.spaces
-        return PopulationMLP(
-            observation_space.shape[0], action_space.shape[0], self.hidden_sizes, self.activation, "tanh"
-        )
+        return population_network(*self.spaces, self.hidden_sizes, self.activation)
 
     @property
     def num_params(self) -> int:
@@ -94,11 +89,10 @@ class PolicyTask:
 
     @cached_property
     def _initial_bounds(self) -> np.ndarray:
-        bounds = [np.full((fan_in + 1) * fan_out, 1 / math.sqrt(fan_in)) for fan_in, fan_out in self.spec.layer_shapes]
-        return np.concatenate(bounds)
+        return self.spec.initial_bounds().numpy()
 
     def initial_params(self, seed: int) -> torch.Tensor:
-        """θ₀ of `seed`: each layer uniform in ±1/sqrt(fan_in), as `nn.Linear` draws it (float32)."""
+        """θ₀ of `seed`: each layer uniform in ±1/sqrt(fan_in), as `nn.Linear` and `nn.Conv2d` draw it (float32)."""
         uniform = counter_uniform(seed, self.num_params)
         return torch.from_numpy(((2 * uniform - 1) * self._initial_bounds).astype(np.float32))
 

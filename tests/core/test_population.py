@@ -8,7 +8,7 @@ import torch
 
 from policylab.core.envs.mujoco_engine import MujocoVecEnv
 from policylab.core.evaluation import evaluate_population
-from policylab.core.nets import PopulationMLP
+from policylab.core.nets import PopulationMLP, PopulationNatureCNN
 
 SPEC = PopulationMLP(11, 3, hidden_sizes=(16, 16))
 
@@ -28,6 +28,18 @@ def test_stacked_network_equals_each_members_own_network():
     assert params.shape == (5, SPEC.num_params) == (5, (11 + 1) * 16 + (16 + 1) * 16 + (16 + 1) * 3)
     with pytest.raises(ValueError, match=r"expected parameters of shape \(population, 515\)"):
         SPEC.stack(params[:, :-1])
+
+
+def test_stacked_nature_cnn_equals_each_members_own_network():
+    spec = PopulationNatureCNN(4, 6)
+    assert spec.num_params == 1_687_206  # the Nature-DQN network on Pong's 6 actions
+    params = spec.initial_params(3, torch.Generator().manual_seed(0))
+    frames = torch.randint(0, 256, (3, 2, 4, 84, 84), dtype=torch.uint8)
+    outputs = spec.forward(spec.stack(params), frames.float())
+    assert outputs.shape == (3, 2, 6)
+    for member in range(3):
+        module = spec.to_module(params[member]).requires_grad_(False)
+        torch.testing.assert_close(outputs[member], module(frames[member].float()), rtol=1e-5, atol=1e-5)
 
 
 def test_batched_episodes_equal_member_by_member_rollouts():

@@ -105,6 +105,20 @@ def test_best_policy_is_an_agent_that_acts_as_it_was_evaluated(tmp_path):
     assert result.returns.shape == (1, 1)
 
 
+def test_atari_genomes_are_nature_dqn_networks_and_the_best_one_plays_as_an_agent(tmp_path):
+    pytest.importorskip("ale_py")
+    task = PolicyTask("ALE/Pong-v5", max_episode_steps=30)
+    assert task.num_params == 1_687_206  # the Nature-DQN network, whatever hidden_sizes say
+    config = GAConfig(population_size=4, truncation=2, mutation_power=0.002, elite_candidates=1, elite_episodes=1)
+    ga = GA(task, config)
+    ga.run(1, run_dir=tmp_path, progress=False)
+    agent = policylab.load(tmp_path / "agent.pt")
+    frames = np.random.default_rng(0).integers(0, 256, size=(3, 4, 84, 84)).astype(np.uint8)
+    scores = task.spec.forward(task.spec.stack(ga.best_params()[None]), torch.as_tensor(frames)[None].float())[0]
+    np.testing.assert_array_equal(agent.act(frames), scores.argmax(-1).numpy())
+    assert agent.act(frames).dtype.kind == "i"
+
+
 # -- Ray ----------------------------------------------------------------------------------------------------
 
 

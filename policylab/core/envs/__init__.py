@@ -11,7 +11,7 @@ import torch
 
 from policylab.core.envs.vector import TorchArrays, VecEnv, VecEnvWrapper, to_numpy, to_torch
 
-BACKENDS = ("auto", "torch", "warp", "mujoco", "envpool", "gymnasium", "gymnasium-async")
+BACKENDS = ("auto", "torch", "warp", "mujoco", "atari", "envpool", "gymnasium", "gymnasium-async")
 
 __all__ = [
     "BACKENDS",
@@ -68,6 +68,7 @@ def fixed_horizon(env_id: str) -> int | None:
 
 def supported_backends(env_id: str, device: str | torch.device | None = None) -> list[str]:
     """The backends that can run `env_id` here, fastest first (the first is what `backend="auto"` picks)."""
+    from policylab.core.envs.atari import atari_games
     from policylab.core.envs.envpool_vec import envpool_task_ids
     from policylab.core.envs.mujoco_engine import LOCOMOTION_TASKS
     from policylab.core.envs.torch_envs import TORCH_TASKS
@@ -79,6 +80,8 @@ def supported_backends(env_id: str, device: str | torch.device | None = None) ->
         if _is_cuda(device) and _warp_installed():
             backends.append("warp")
         backends.append("mujoco")
+    if env_id.startswith("ALE/") and env_id in atari_games():
+        backends.append("atari")
     if env_id in envpool_task_ids():
         backends.append("envpool")
     if env_id in gym.registry:
@@ -97,7 +100,8 @@ def make_vec_env(
     """`num_envs` copies of task `env_id` stepped as one batch.
 
     Backends: "mujoco" (the library's batched MuJoCo engine for the v5 locomotion tasks), "warp" (the same tasks
-    on a CUDA GPU through MuJoCo Warp), "torch" (torch-native tasks on CPU or GPU), "envpool" (when installed),
+    on a CUDA GPU through MuJoCo Warp), "torch" (torch-native tasks on CPU or GPU), "atari" (`ALE/*` games with
+    the DQN preprocessing, when ale-py is installed), "envpool" (when installed),
     "gymnasium" / "gymnasium-async" (Gymnasium's vector envs, any task); "auto" picks the fastest that runs the
     task (see `supported_backends`). Arrays are numpy for the CPU engines and torch tensors for "torch" and
     "warp"; with `device` set, every backend returns torch tensors on that device. Other keyword arguments go to
@@ -126,6 +130,10 @@ def make_vec_env(
         from policylab.core.envs.mujoco_engine import MujocoVecEnv
 
         env = MujocoVecEnv(env_id, num_envs, seed=seed, **kwargs)
+    elif backend == "atari":
+        from policylab.core.envs.atari import AtariVecEnv
+
+        env = AtariVecEnv(env_id, num_envs, seed=seed, **kwargs)
     elif backend == "envpool":
         from policylab.core.envs.envpool_vec import EnvpoolVecEnv
 
@@ -138,7 +146,11 @@ def make_vec_env(
 
 
 def _check_known(env_id: str) -> None:
+    from policylab.core.envs.atari import atari_games
     from policylab.core.envs.torch_envs import TORCH_TASKS
+
+    if env_id.startswith("ALE/") and not atari_games():
+        raise ValueError(f"{env_id} is an Atari game: install ale-py (pip install 'policylab[atari]')")
 
     if env_id not in gym.registry and env_id not in TORCH_TASKS:
         close = difflib.get_close_matches(env_id, list(gym.registry), n=3)
