@@ -538,6 +538,25 @@ def freeze(modules: Iterable[nn.Module]) -> None:
 ACTIVATIONS: dict[str, Activation] = {"tanh": nn.Tanh, "relu": nn.ReLU}
 
 
+def _check_population_params(params: torch.Tensor, num_params: int) -> None:
+    if params.ndim != 2 or params.shape[1] != num_params:
+        raise ValueError(f"expected parameters of shape (population, {num_params}), got {tuple(params.shape)}")
+
+
+def _stacked_linear_layers(
+    params: torch.Tensor, offset: int, layer_shapes: Sequence[tuple[int, int]]
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Linear layers read from the members' vectors from column `offset` on: (weight (P, in, out), bias (P, 1, out))
+    per (in, out), each weight stored (in, out) row-major and followed by its bias."""
+    layers = []
+    for fan_in, fan_out in layer_shapes:
+        weight = params[:, offset : offset + fan_in * fan_out].reshape(-1, fan_in, fan_out).contiguous()
+        offset += fan_in * fan_out
+        layers.append((weight, params[:, offset : offset + fan_out].unsqueeze(1).contiguous()))
+        offset += fan_out
+    return layers
+
+
 @dataclasses.dataclass(frozen=True)
 class PopulationMLP:
     """An MLP architecture whose weights are one flat vector per population member, so that P members run as
@@ -581,15 +600,8 @@ class PopulationMLP:
 
     def stack(self, params: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """(population, num_params) vectors as contiguous stacked (weight (P, in, out), bias (P, 1, out)) layers."""
-        if params.ndim != 2 or params.shape[1] != self.num_params:
-            raise ValueError(f"expected parameters of shape (population, {self.num_params}), got {tuple(params.shape)}")
-        layers, offset = [], 0
-        for fan_in, fan_out in self.layer_shapes:
-            weight = params[:, offset : offset + fan_in * fan_out].reshape(-1, fan_in, fan_out).contiguous()
-            offset += fan_in * fan_out
-            layers.append((weight, params[:, offset : offset + fan_out].unsqueeze(1).contiguous()))
-            offset += fan_out
-        return layers
+        _check_population_params(params, self.num_params)
+        return _stacked_linear_layers(params, 0, self.layer_shapes)
 
     def forward(self, layers: list[tuple[torch.Tensor, torch.Tensor]], inputs: torch.Tensor) -> torch.Tensor:
         """Outputs (P, N, output_dim) of every member (layers from `stack`) on its own inputs (P, N, input_dim)."""
@@ -702,8 +714,7 @@ class PopulationNatureCNN:
     def stack(self, params: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """(population, num_params) vectors as grouped-convolution weights (P·out, in, k, k) and biases (P·out), then
         stacked linear weights (P, in, out) and biases (P, 1, out)."""
-        if params.ndim != 2 or params.shape[1] != self.num_params:
-            raise ValueError(f"expected parameters of shape (population, {self.num_params}), got {tuple(params.shape)}")
+        _check_population_params(params, self.num_params)
         layers, offset = [], 0
         for out, fan_in, kernel, _ in self.conv_shapes:
             size = out * fan_in * kernel * kernel
@@ -711,12 +722,7 @@ class PopulationNatureCNN:
             offset += size
             layers.append((weight, params[:, offset : offset + out].reshape(-1).contiguous()))
             offset += out
-        for fan_in, fan_out in self.linear_shapes:
-            weight = params[:, offset : offset + fan_in * fan_out].reshape(-1, fan_in, fan_out).contiguous()
-            offset += fan_in * fan_out
-            layers.append((weight, params[:, offset : offset + fan_out].unsqueeze(1).contiguous()))
-            offset += fan_out
-        return layers
+        return layers + _stacked_linear_layers(params, offset, self.linear_shapes)
 
     def forward(self, layers: list[tuple[torch.Tensor, torch.Tensor]], inputs: torch.Tensor) -> torch.Tensor:
         """Scores (P, N, actions) of every member (layers from `stack`) on its own frames (P, N, C, 84, 84)."""
