@@ -14,8 +14,9 @@ state, and that makes an exact search cheap:
   with the same bound at the last one's distance (found per state the first time one of its queries needs
   them, unless an earlier run cached the whole tier: on 1M states of dimension 17 the whole tier would take
   hours to build on 2 cores, and only the states whose queries reach it need it);
-- what that does not settle either is answered by a full search: a KD-tree over all keys bounded by the
-  candidate distance on the CPU, a chunked brute force on a GPU.
+- what that does not settle either is answered by a full search: on a GPU a chunked brute force; on the CPU,
+  for many queries, matrix products (the distance expansion, whose rounding is bounded, the keys within that
+  bound of the best re-ranked exactly), for a few a KD-tree over all keys bounded by the candidate distance.
 
 The candidate lists depend only on the states and the tier sizes, so they are kept in cache files per
 dataset and reused by later runs.
@@ -71,6 +72,10 @@ def _query_neighbours(tree: cKDTree, points: np.ndarray, count: int, workers: in
     return indices, (distances.reshape(len(points), count) ** 2).astype(np.float32)
 
 
+MATMUL_SEARCH_MIN_QUERIES = 16
+"""CPU full searches of at least this many queries go through matrix products (a KD-tree answers fewer)"""
+
+
 class DatasetNeighbourSearch:
     """Exact nearest (β·state, action) key of a dataset for queries (β·s_j, a) at its own states s_j.
 
@@ -118,6 +123,7 @@ class DatasetNeighbourSearch:
                 self.wide_known = torch.zeros(len(states), dtype=torch.bool, device=self.device)
         self._state_tree: cKDTree | None = None  # over the states, built when the wide tier first needs a row
         self._tree: cKDTree | None = None  # over the keys, built on the first CPU fallback
+        self._key_norms: torch.Tensor | None = None  # ‖k‖² of every key, for the matrix-product search
         self.queries = 0
         self.fallbacks = 0
 
@@ -170,6 +176,8 @@ class DatasetNeighbourSearch:
         """Exact nearest keys by a full search; `upper_bounds` are squared distances known to be reachable."""
         if self.device.type == "cuda":
             return brute_force_nearest(self.keys, queries)
+        if len(queries) >= MATMUL_SEARCH_MIN_QUERIES:  # many queries: matrix products beat the tree in high dimension
+            return self._matmul_search(queries)
         if self._tree is None:
             self._tree = cKDTree(self.keys.cpu().numpy())
         # One batched query bounded by the largest candidate distance: every query has a key within it.
@@ -179,6 +187,42 @@ class DatasetNeighbourSearch:
         # (the tree answers len(keys) for "none within the bound"), the candidate stands.
         found = np.where(found < len(self.keys), found, -1)
         return torch.as_tensor(found, dtype=torch.int64, device=self.device)
+
+    def _matmul_search(self, queries: torch.Tensor, block: int = 4096) -> torch.Tensor:
+        """Exact nearest keys through e = ‖q‖² − 2q·k + ‖k‖² (matrix products over blocks of keys). The expansion's
+        rounding is bounded, |e − d²| ≤ δ, so the nearest key is among those with e ≤ min e + 2δ; those few are
+        re-ranked by exact differences. Blocks of 4096 keys keep each product's output in cache: on 1M 23-dimensional
+        keys and 79 queries, 0.12 s on one thread against 0.5 s for the KD-tree on two (16,384: 0.30 s)."""
+        if self._key_norms is None:
+            self._key_norms = self.keys.pow(2).sum(1)
+            self._max_key_norm = float(self._key_norms.max().sqrt())
+        query_norms = queries.pow(2).sum(1, keepdim=True)
+        starts = range(0, len(self.keys), block)
+
+        def expansion(rows: torch.Tensor | slice, start: int) -> torch.Tensor:
+            keys, norms = self.keys[start : start + block], self._key_norms[start : start + block]
+            return torch.addmm(norms, queries[rows], keys.T, alpha=-2.0) + query_norms[rows]
+
+        block_minima = torch.stack([expansion(slice(None), start).amin(1) for start in starts], dim=1)
+        # δ ≤ γ·(‖q‖ + ‖k‖)² for a dot product of `dim` terms plus two norms, γ ≈ (terms)·ε.
+        gamma = 2 * (self.keys.shape[1] + 3) * torch.finfo(self.keys.dtype).eps
+        threshold = block_minima.amin(1) + 2 * gamma * (query_norms.squeeze(1).sqrt() + self._max_key_norm).pow(2)
+        rows_found, keys_found = [], []
+        for number, start in enumerate(starts):
+            rows = torch.nonzero(block_minima[:, number] <= threshold).squeeze(1)
+            if len(rows):
+                row, column = torch.nonzero(expansion(rows, start) <= threshold[rows, None], as_tuple=True)
+                rows_found.append(rows[row])
+                keys_found.append(column + start)
+        rows, keys = torch.cat(rows_found), torch.cat(keys_found)
+        distances = (self.keys[keys] - queries[rows]).pow(2).sum(-1)
+        order = torch.argsort(distances, stable=True)
+        order = order[torch.argsort(rows[order], stable=True)]  # by query, nearest first within each
+        first = torch.ones(len(order), dtype=torch.bool, device=self.device)
+        first[1:] = rows[order][1:] != rows[order][:-1]
+        nearest = torch.empty(len(queries), dtype=torch.int64, device=self.device)
+        nearest[rows[order][first]] = keys[order][first]
+        return nearest
 
 
 def brute_force_nearest(keys: torch.Tensor, queries: torch.Tensor, max_elements: int = 2**26) -> torch.Tensor:

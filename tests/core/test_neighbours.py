@@ -89,3 +89,16 @@ def test_brute_force_nearest_matches_the_naive_argmin(max_elements):
     keys, queries = torch.randn(5000, 7), torch.randn(64, 7)
     expected = torch.cdist(queries.double(), keys.double()).argmin(dim=1)
     torch.testing.assert_close(brute_force_nearest(keys, queries, max_elements=max_elements), expected)
+
+
+def test_matrix_product_search_is_exact_even_among_copies(tmp_path, monkeypatch):
+    rng = np.random.default_rng(4)
+    states, actions = rng.normal(size=(3000, 9)).astype(np.float32), rng.uniform(-1, 1, (3000, 3)).astype(np.float32)
+    states[:20], actions[:20] = states[0], actions[0]  # twenty copies of one pair: many keys within rounding
+    search = make_search(tmp_path, monkeypatch, states, actions)
+    queries = torch.as_tensor(rng.normal(size=(200, 12)), dtype=torch.float32)
+    queries[:50] = search.keys[:1] + 0.01 * torch.randn(50, 12)
+    found = search._matmul_search(queries, block=700)  # several blocks of keys
+    distances = (search.keys[found] - queries).double().pow(2).sum(-1)
+    torch.testing.assert_close(distances, brute_force_distances(search.keys, queries), rtol=1e-5, atol=1e-6)
+    assert (found[:50] < 20).all()
