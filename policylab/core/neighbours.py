@@ -11,9 +11,9 @@ state, and that makes an exact search cheap:
   exact nearest neighbour (ties aside);
 - the queries where the bound does not settle it (a policy action far from the actions of nearby states)
   try a second, wider tier: the `num_wide_candidates` nearest states, whose keys are compared in full,
-  with the same bound at the last one's distance (found per state the first time one of its queries needs
-  them, unless an earlier run cached the whole tier: on 1M states of dimension 17 the whole tier would take
-  hours to build on 2 cores, and only the states whose queries reach it need it);
+  with the same bound at the last one's distance (an option, `num_wide_candidates`: its lists take long to
+  build in high dimension, 39 minutes for Hopper's 1M 11-dimensional states, and where the first tier leaves
+  many queries unsettled the full search below answers them faster);
 - what that does not settle either is answered by a full search: on a GPU a chunked brute force; on the CPU,
   for many queries, matrix products (the distance expansion, whose rounding is bounded, the keys within that
   bound of the best re-ranked exactly), for a few a KD-tree over all keys bounded by the candidate distance.
@@ -40,12 +40,12 @@ def neighbour_cache_dir() -> Path:
 
 
 def state_neighbours(
-    states: np.ndarray, count: int, cache: bool = True, all_distances: bool = True, compute: bool = True
-) -> tuple[np.ndarray, np.ndarray] | None:
+    states: np.ndarray, count: int, cache: bool = True, all_distances: bool = True
+) -> tuple[np.ndarray, np.ndarray]:
     """For every row of `states`: the indices of its `count` nearest rows (int32 [N, count] below 2³¹ rows, else
     int64; nearest first, itself among them unless it has more than `count` duplicates) and their squared
     distances (float32 [N, count], or only the last one's [N, 1] without `all_distances`); read from the cache
-    when computed before (None when not cached and `compute` is False)."""
+    when computed before."""
     states = np.ascontiguousarray(states, dtype=np.float32)
     count = min(count, len(states))
     digest = hashlib.blake2b(states.tobytes(), digest_size=16).hexdigest()
@@ -54,22 +54,15 @@ def state_neighbours(
     if cache and path.is_file():
         with np.load(path) as saved:
             return saved["indices"], saved["squared_distances"]
-    if not compute:
-        return None
-    indices, squared_distances = _query_neighbours(cKDTree(states), states, count, workers=-1)
+    distances, indices = cKDTree(states).query(states, k=count, workers=-1)
+    indices = indices.reshape(len(states), count).astype(np.int32 if len(states) < 2**31 else np.int64)
+    squared_distances = (distances.reshape(len(states), count) ** 2).astype(np.float32)
     if not all_distances:
         squared_distances = np.ascontiguousarray(squared_distances[:, -1:])
     if cache:
         with atomic_path(path) as temporary, open(temporary, "wb") as file:
             np.savez(file, indices=indices, squared_distances=squared_distances)
     return indices, squared_distances
-
-
-def _query_neighbours(tree: cKDTree, points: np.ndarray, count: int, workers: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices (int32 below 2³¹ points) and squared distances (float32) of the `count` nearest tree points."""
-    distances, indices = tree.query(points, k=count, workers=workers)
-    indices = indices.reshape(len(points), count).astype(np.int32 if tree.n < 2**31 else np.int64)
-    return indices, (distances.reshape(len(points), count) ** 2).astype(np.float32)
 
 
 MATMUL_SEARCH_MIN_QUERIES = 16
@@ -90,7 +83,7 @@ class DatasetNeighbourSearch:
         beta: float,
         num_candidates: int = 32,
         cache: bool = True,
-        num_wide_candidates: int = 256,
+        num_wide_candidates: int = 0,
     ) -> None:
         if states.shape[0] != actions.shape[0]:
             raise ValueError(
@@ -100,28 +93,19 @@ class DatasetNeighbourSearch:
         self.device = states.device
         self.keys = torch.cat([self.beta * states, actions], dim=1).float().contiguous()
         self.actions = actions.float().contiguous()
-        self._states = np.ascontiguousarray(states.cpu().numpy(), dtype=np.float32)
-        candidates, squared_distances = state_neighbours(self._states, num_candidates, cache=cache)
+        candidates, squared_distances = state_neighbours(states.cpu().numpy(), num_candidates, cache=cache)
         self.candidates = torch.as_tensor(candidates, device=self.device)
         # The state part of a query's distance to each candidate, β²‖s_j − s_c‖², is fixed: only the action part
         # is computed per query. Points outside a state's list are at least its last entry away.
         self.state_distances = torch.as_tensor(self.beta**2 * squared_distances, device=self.device)
         self.bounds = self.state_distances[:, -1]
         self.wide_candidates: torch.Tensor | None = None
-        self.num_wide_candidates = num_wide_candidates if num_candidates < num_wide_candidates < len(states) else 0
-        if self.num_wide_candidates:
-            cached = state_neighbours(self._states, num_wide_candidates, cache, all_distances=False, compute=False)
-            if cached is not None:
-                self.wide_candidates = torch.as_tensor(cached[0], device=self.device)
-                self.wide_bounds = torch.as_tensor(self.beta**2 * cached[1][:, -1], device=self.device)
-                self.wide_known = torch.ones(len(states), dtype=torch.bool, device=self.device)
-            else:  # filled row by row, for the states whose queries reach this tier
-                self.wide_candidates = torch.empty(
-                    len(states), num_wide_candidates, dtype=self.candidates.dtype, device=self.device
-                )
-                self.wide_bounds = torch.empty(len(states), device=self.device)
-                self.wide_known = torch.zeros(len(states), dtype=torch.bool, device=self.device)
-        self._state_tree: cKDTree | None = None  # over the states, built when the wide tier first needs a row
+        if num_candidates < num_wide_candidates < len(states):
+            wide, wide_distances = state_neighbours(
+                states.cpu().numpy(), num_wide_candidates, cache=cache, all_distances=False
+            )
+            self.wide_candidates = torch.as_tensor(wide, device=self.device)
+            self.wide_bounds = torch.as_tensor(self.beta**2 * wide_distances[:, -1], device=self.device)
         self._tree: cKDTree | None = None  # over the keys, built on the first CPU fallback
         self._key_norms: torch.Tensor | None = None  # ‖k‖² of every key, for the matrix-product search
         self.queries = 0
@@ -143,7 +127,6 @@ class DatasetNeighbourSearch:
             queries = torch.cat([self.keys[state_indices[unsettled], : -actions.shape[1]], actions[unsettled]], dim=1)
             if self.wide_candidates is not None:
                 unsettled_states = state_indices[unsettled]
-                self._find_wide_candidates(unsettled_states)
                 wide = self.wide_candidates.index_select(0, unsettled_states)  # [U, K2], the first tier among them
                 wide_keys = self.keys.index_select(0, wide.reshape(-1)).view(*wide.shape, -1)
                 wide_distance, wide_best = (wide_keys - queries.unsqueeze(1)).pow(2).sum(-1).min(dim=1)
@@ -156,21 +139,6 @@ class DatasetNeighbourSearch:
                 found = self._full_search(queries, best_distance[unsettled])
                 nearest[unsettled] = torch.where(found >= 0, found, nearest[unsettled])
         return nearest
-
-    def _find_wide_candidates(self, state_indices: torch.Tensor) -> None:
-        """Fill the wide tier's rows of those of `state_indices` not found before."""
-        missing = torch.unique(state_indices[~self.wide_known[state_indices]])
-        if not len(missing):
-            return
-        if self._state_tree is None:
-            self._state_tree = cKDTree(self._states)
-        rows = missing.cpu().numpy()
-        indices, squared_distances = _query_neighbours(
-            self._state_tree, self._states[rows], self.num_wide_candidates, 1
-        )
-        self.wide_candidates[missing] = torch.as_tensor(indices, device=self.device)
-        self.wide_bounds[missing] = torch.as_tensor(self.beta**2 * squared_distances[:, -1], device=self.device)
-        self.wide_known[missing] = True
 
     def _full_search(self, queries: torch.Tensor, upper_bounds: torch.Tensor) -> torch.Tensor:
         """Exact nearest keys by a full search; `upper_bounds` are squared distances known to be reachable."""
