@@ -66,6 +66,13 @@ class PRDC(TD3BC):
         self.search = DatasetNeighbourSearch(states, actions, self.beta, cfg.num_candidates)
         return buffer
 
+    def actor_step(self, batch: TransitionBatch) -> dict[str, torch.Tensor]:
+        """TD3+BC's actor step, and the share of its queries that needed a full search (what PRDC's time hangs on)."""
+        fallbacks = self.search.fallbacks
+        metrics = super().actor_step(batch)
+        share = (self.search.fallbacks - fallbacks) / len(batch.indices)
+        return metrics | {"train/full_search_fraction": torch.tensor(share, device=self.device)}
+
     def behaviour_loss(self, policy_actions: torch.Tensor, batch: TransitionBatch) -> torch.Tensor:
         """The dataset constraint: the squared distance of π(s) to the action of the nearest dataset pair."""
         nearest = self.search.nearest(batch.indices, policy_actions)

@@ -37,6 +37,7 @@ def test_actor_loss_uses_the_brute_force_nearest_dataset_pair(random_dataset):
     expected = -2.5 / q_pi.abs().mean() * q_pi.mean() + F.mse_loss(pi, nearest_actions)
     torch.testing.assert_close(metrics["train/actor_loss"], expected.detach(), rtol=1e-5, atol=1e-5)
     assert not torch.allclose(nearest_actions, batch.actions)  # the constraint is not TD3+BC's own-action term
+    assert metrics["train/full_search_fraction"].item() == agent.search.fallbacks / 64
 
 
 def test_alpha_and_beta_follow_the_task_unless_set():
