@@ -223,6 +223,7 @@ def evaluate_population(
         # The rows still stepped: their global env indices and members (the envs of members whose every episode
         # has ended are dropped when the env can `keep` a subset; elsewhere they step on, masked out).
         env_index, members = np.arange(num_envs), np.arange(population)
+        can_drop_envs = hasattr(envs, "keep")
         running = np.ones(num_envs, dtype=bool)
         policy_inputs = _with_time_left(to_numpy(observations), lengths, horizon)
         while running.any():
@@ -266,8 +267,10 @@ def evaluate_population(
                 y = to_numpy(last_info["y_position"])[ended] if "y_position" in last_info else 0.0
                 final_xy[env_index[ended], 1] = y
             running &= ~done
+            if not can_drop_envs:
+                continue
             live_members = np.unique(env_index[running] // episodes_per_member)
-            if hasattr(envs, "keep") and 0 < len(live_members) <= len(members) // 2:
+            if 0 < len(live_members) <= len(members) // 2:
                 positions = np.searchsorted(members, live_members)
                 rows = (positions[:, None] * episodes_per_member + np.arange(episodes_per_member)).reshape(-1)
                 envs.keep(rows)
