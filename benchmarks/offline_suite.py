@@ -108,10 +108,13 @@ def sweep_runs(settings: Settings) -> list[Run]:
     ]
 
 
-# Suite algorithms that are a registered agent with preset config fields: PGD around each of its inner agents.
+# Suite algorithms that are a registered agent with preset config fields: PGD around each of its inner agents, and
+# O-DICE's value-update ablation (the plain true gradient and the semi-gradient instead of the orthogonal one).
 VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
     "pgd-td3bc": ("pgd", {"agent": "td3bc"}),
     "pgd-iql": ("pgd", {"agent": "iql"}),
+    "odice-true": ("odice", {"gradient": "true"}),
+    "odice-semi": ("odice", {"gradient": "semi"}),
 }
 
 

@@ -112,3 +112,10 @@ def test_pgd_variants_are_pgd_around_each_inner_agent_and_take_options(settings)
     assert (td3bc_config.agent, iql_config.agent) == ("td3bc", "iql")
     assert td3bc_config.guidance == iql_config.guidance == 0.5 and td3bc_config.seed == 3
     assert (td3bc_config.synthetic_batch_size, iql_config.synthetic_batch_size) == (240, 128)
+
+
+def test_odice_ablation_variants_set_the_value_gradient(settings):
+    settings = dataclasses.replace(settings, algorithms=("odice", "odice-true", "odice-semi"))
+    options = suite.parse_agent_options(settings)
+    gradients = [suite.agent_config(suite.Run(name, DATASET, 0), options).gradient for name in settings.algorithms]
+    assert gradients == ["orthogonal", "true", "semi"]
