@@ -1026,7 +1026,10 @@ def normalised_result(lpg_return: float, references: dict[str, float]) -> dict[s
 @dataclasses.dataclass
 class MinAtarConfig:
     """The authors' agent settings for MinAtar (EmptyJackson/groove: `environments/gymnax/configs.py`, whose
-    MinAtar entries use `_GYM_BLINE_MIN_ATAR_HYPERS`, and `experiments/parse_args.py`)."""
+    MinAtar entries use `_GYM_BLINE_MIN_ATAR_HYPERS`, and `experiments/parse_args.py`). Their MinAtar lifetime is
+    100,000 agent updates (`_MIN_ATAR_LIFETIME`); the `updates` of `meta_test_minatar` set it here. Their repository
+    has no meta-test script, so the protocol (one fresh agent per LPG and seed, scored by sampled-policy episodes
+    after training, against A2C and the random policy on the same game) is this library's."""
 
     num_envs: int = 64
     """parallel envs of one agent (their --env_workers)"""
@@ -1093,7 +1096,9 @@ class NetworkAgent:
             optimizer.step()
 
 
-def lpg_network_update(lpg: LPG, agent: NetworkAgent, trajectory: ObservationTrajectory, target_coefficient: float):
+def lpg_network_update(
+    lpg: LPG, agent: NetworkAgent, trajectory: ObservationTrajectory, target_coefficient: float
+) -> None:
     """One step of a network agent on the frozen LPG's loss (`lpg_objective`)."""
     log_probability, _ = agent.log_probabilities(trajectory)
     log_target = torch.log_softmax(agent.critic(trajectory.observation), -1)
@@ -1107,7 +1112,8 @@ def lpg_network_update(lpg: LPG, agent: NetworkAgent, trajectory: ObservationTra
 
 def a2c_network_update(agent: NetworkAgent, trajectory: ObservationTrajectory, config: MinAtarConfig) -> None:
     """One A2C step of a network agent, as the authors' `agents/a2c.py`: GAE advantages normalised, the entropy
-    bonus, and the value regressed on the GAE returns."""
+    bonus, and the value regressed on the GAE returns (0.5·MSE where they take the MSE: the same steps under Adam,
+    up to its ε)."""
     values = agent.critic(trajectory.observation).squeeze(-1)
     with torch.no_grad():
         next_values = agent.critic(trajectory.next_observation).squeeze(-1)
