@@ -7,8 +7,15 @@ normalise their return as (LPG − random) / (A2C − random), A2C and the rando
 the same number of updates. Each run's result is written as it finishes (results/groove/<curriculum>-s<seed>.json),
 so a killed benchmark picks up where it stopped; results/groove/groove.md is the table over what is finished.
 
+With `--minatar GAMES`, the script instead meta-tests every LPG already meta-trained at the budget
+(results/groove/work/<budget>-<run>/lpg.pt) and the untrained LPG on those MinAtar games (`pip install
+"policylab[minatar]"`): a fresh network agent trained by each frozen LPG for `--minatar-updates` updates, normalised
+by A2C trained with the same networks and budget and by the random policy (`meta_test_minatar`). Each result is
+written as it finishes (results/groove/minatar/), and results/groove/minatar_<budget>.md is the table.
+
     python benchmarks/groove.py                        # the reduced budget below, seeds 0 and 1
     python benchmarks/groove.py --budget paper --device cuda
+    python benchmarks/groove.py --minatar breakout asterix --minatar-updates 2000
 """
 
 from __future__ import annotations
@@ -23,8 +30,20 @@ import torch
 import tyro
 
 from policylab.core.envs.grid_worlds import NAMED_LEVELS, GridLevels, named_levels, sample_levels
+from policylab.core.envs.minatar import MINATAR_GAMES, import_minatar
 from policylab.core.logging import MetricLogger
-from policylab.evolution.groove import CURRICULA, GROOVE, GROOVEConfig, LPGNetwork, meta_test, reference_returns
+from policylab.evolution.groove import (
+    CURRICULA,
+    GROOVE,
+    GROOVEConfig,
+    LPGNetwork,
+    MinAtarConfig,
+    load_lpg,
+    meta_test,
+    meta_test_minatar,
+    minatar_reference_returns,
+    reference_returns,
+)
 
 RESULTS = pathlib.Path(__file__).parent / "results" / "groove"
 
@@ -68,6 +87,13 @@ class Args:
     """overrides the budget's (runs labelled <curriculum>-lr<value>)"""
     summary_only: bool = False
     """rewrite groove_<budget>.md from the finished runs and stop"""
+    minatar: tuple[str, ...] = ()
+    """MinAtar games: meta-test the LPGs already meta-trained at this budget on them (and the untrained LPG), then
+    stop"""
+    minatar_updates: int = 500
+    """agent updates of each MinAtar meta-test (64 envs x 20 steps each; the authors' lifetime: 100,000)"""
+    minatar_seeds: tuple[int, ...] = (0,)
+    """seeds of the MinAtar agents (one fresh agent per LPG, game and seed)"""
 
 
 def config_for(budget: Budget, curriculum: str, seed: int, device: str, rank_temperature: float = 0.1) -> GROOVEConfig:
@@ -276,12 +302,107 @@ def summarise(args: Args, budget: Budget) -> str:
     return "\n".join(lines) + "\n"
 
 
+def minatar_lpgs(args: Args, budget: Budget) -> dict[str, LPGNetwork]:
+    """Every LPG meta-trained at the budget (by run name), and the untrained one (the first run's initial weights)."""
+    lpgs = {"untrained LPG": GROOVE(config_for(budget, "uniform", 0, args.device)).lpg}
+    for path in sorted((args.output / "work").glob(f"{args.budget}-*-s*/lpg.pt")):
+        lpgs[path.parent.name.removeprefix(f"{args.budget}-")] = load_lpg(path, args.device)
+    return lpgs
+
+
+def minatar_meta_tests(args: Args, budget: Budget) -> None:
+    """The MinAtar meta-test of every LPG found, each result written as it finishes, then the table."""
+    unknown = sorted(set(args.minatar) - set(MINATAR_GAMES))
+    if unknown:
+        raise ValueError(f"unknown MinAtar games {unknown}; choose from {', '.join(MINATAR_GAMES)}")
+    try:
+        import_minatar()
+    except ImportError as error:
+        print(f"MinAtar meta-test skipped: {error}", flush=True)
+        return
+    config = MinAtarConfig(device=args.device)
+    folder = args.output / "minatar"
+    folder.mkdir(parents=True, exist_ok=True)
+    lpgs = minatar_lpgs(args, budget)
+    print("MinAtar meta-test of", ", ".join(lpgs), flush=True)
+    for game in args.minatar:
+        for seed in args.minatar_seeds:
+            stem = f"{game}-u{args.minatar_updates}-a{seed}"
+            path = folder / f"references-{stem}.json"
+            if not path.exists():
+                started = time.perf_counter()
+                refs = minatar_reference_returns(game, args.minatar_updates, config, seed)
+                write_json(path, refs | {"seconds": round(time.perf_counter() - started, 1)})
+            refs = json.loads(path.read_text())
+            for name, lpg in lpgs.items():
+                path = folder / f"{args.budget}-{name.replace(' ', '-')}-{stem}.json"
+                if path.exists():
+                    continue
+                started = time.perf_counter()
+                result = meta_test_minatar(lpg, game, args.minatar_updates, config, seed, refs)
+                result |= {"lpg": name, "game": game, "seed": seed, "seconds": round(time.perf_counter() - started, 1)}
+                write_json(path, result)
+                print(game, seed, name, round(result["normalised_return"], 3), flush=True)
+    (args.output / f"minatar_{args.budget}.md").write_text(summarise_minatar(args, config))
+
+
+def summarise_minatar(args: Args, config: MinAtarConfig) -> str:
+    steps = args.minatar_updates * config.num_envs * config.rollout_length
+    lines = [
+        f"# GROOVE's LPGs (budget `{args.budget}`) meta-tested on MinAtar",
+        "",
+        f"Each agent: {args.minatar_updates} updates of {config.num_envs} envs x {config.rollout_length} steps "
+        f"({steps:,} steps), MLPs {config.hidden_sizes}, Adam {config.learning_rate:g}; scored by "
+        f"{config.evaluation_episodes} episodes (at most {config.max_episode_steps} steps). Return normalised as "
+        "(LPG − random) / (A2C − random), A2C and random on the same game with the same budget: mean over the agent "
+        f"seeds {list(args.minatar_seeds)} (each seed's value; the LPG agents' mean return).",
+        "",
+        "| LPG | " + " | ".join(args.minatar) + " |",
+        "| --- |" + " --- |" * len(args.minatar),
+    ]
+    results: dict[str, dict[str, list[dict]]] = {}
+    for game in args.minatar:
+        for seed in args.minatar_seeds:
+            for path in sorted(
+                (args.output / "minatar").glob(f"{args.budget}-*-{game}-u{args.minatar_updates}-a{seed}.json")
+            ):
+                result = json.loads(path.read_text())
+                results.setdefault(result["lpg"], {}).setdefault(game, []).append(result)
+
+    def mean(rows: list[dict], key: str) -> float:
+        return statistics.fmean(row[key] for row in rows)
+
+    def normalised_cell(rows: list[dict]) -> str:
+        if not rows:
+            return ""
+        if mean(rows, "a2c_return") <= mean(rows, "random_return"):
+            return f"— (A2C ≤ random; return {mean(rows, 'lpg_return'):.2f})"
+        values = ", ".join(f"{row['normalised_return']:.2f}" for row in rows)
+        return f"{mean(rows, 'normalised_return'):.3f} ({values}; return {mean(rows, 'lpg_return'):.2f})"
+
+    names = sorted(results, key=lambda name: (name == "untrained LPG", not name.startswith("uniform"), name))
+    for name in names:
+        lines.append(
+            f"| {name} | " + " | ".join(normalised_cell(results[name].get(game, [])) for game in args.minatar) + " |"
+        )
+    for key, label in (("a2c_return", "A2C (return)"), ("random_return", "random (return)")):
+        cells = []
+        for game in args.minatar:
+            rows = next((by_game[game] for by_game in results.values() if game in by_game), [])
+            cells.append(f"{mean(rows, key):.2f}" if rows else "")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 def main(args: Args) -> None:
     torch.set_num_threads(1)
     if args.budget not in BUDGETS:
         raise ValueError(f"unknown budget {args.budget!r}; choose one of {', '.join(BUDGETS)}")
     budget = BUDGETS[args.budget]
     args.output.mkdir(parents=True, exist_ok=True)
+    if args.minatar:
+        minatar_meta_tests(args, budget)
+        return
     if args.summary_only:
         (args.output / f"groove_{args.budget}.md").write_text(summarise(args, budget))
         return

@@ -18,6 +18,12 @@ them by the agent's positive value loss (PLR's score, the UED baseline).
 Every agent's parameters carry a leading agent axis, so all agents (and their envs, one `GridWorld` batch) step
 and update as batched tensors; the meta-gradient is `torch.autograd.grad(..., create_graph=True)` through the K
 updates, and the ES candidates run the LPG per agent with `torch.func.vmap` over `functional_call`.
+
+The frozen LPG also trains neural agents (`NetworkAgent`: a policy network and a y network, each with its own
+optimiser) through the same loss (`lpg_objective`); `meta_test_minatar` does so on a MinAtar game with the authors'
+MinAtar agent settings (`MinAtarConfig`) and normalises the return by A2C's with the same networks and budget:
+
+    result = meta_test_minatar(load_lpg("runs/groove/lpg.pt"), "breakout", updates=2000)
 """
 
 from __future__ import annotations
@@ -34,6 +40,8 @@ from torch import nn
 
 from policylab.core.buffers import compute_gae
 from policylab.core.envs.grid_worlds import NUM_ACTIONS, GridLevels, GridWorld, LevelDistribution, sample_levels
+from policylab.core.envs.minatar import MinAtarVecEnv
+from policylab.core.envs.vector import VecEnv
 from policylab.core.files import atomic_write
 from policylab.core.nets import mlp
 from policylab.core.runs import RunDirectory, run_iterations
@@ -171,25 +179,77 @@ def detached(params: Params) -> Params:
 
 
 @dataclasses.dataclass
-class Trajectory:
-    """One rollout of every agent's envs, tensors (agents, envs, steps); `next_index` / `next_time` are the states
-    reached (the episode's last one where it ended, not the reset that replaced it)."""
+class Transitions:
+    """What every rollout records, tensors (agents, envs, steps)."""
 
-    index: torch.Tensor
-    time: torch.Tensor
     action: torch.Tensor
     reward: torch.Tensor
     terminated: torch.Tensor
     truncated: torch.Tensor
-    next_index: torch.Tensor
-    next_time: torch.Tensor
 
     @property
     def done(self) -> torch.Tensor:
         return self.terminated | self.truncated
 
 
+@dataclasses.dataclass
+class Trajectory(Transitions):
+    """One rollout of every tabular agent's envs; `next_index` / `next_time` are the states reached (the episode's
+    last one where it ended, not the reset that replaced it)."""
+
+    index: torch.Tensor
+    time: torch.Tensor
+    next_index: torch.Tensor
+    next_time: torch.Tensor
+
+
+@dataclasses.dataclass
+class ObservationTrajectory(Transitions):
+    """One rollout of agents that read whole observations, (agents, envs, steps, *observation shape); the next
+    observation is the episode's last one where it ended."""
+
+    observation: torch.Tensor
+    next_observation: torch.Tensor
+
+
+def sample_actions(logits: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """One action per row of `logits` (..., actions), flattened over the leading axes, drawn from softmax(logits)."""
+    probabilities = torch.softmax(logits.float(), -1).reshape(-1, logits.shape[-1])
+    return torch.multinomial(probabilities, 1, generator=generator).squeeze(1)
+
+
 @torch.no_grad()
+def sample_rollout(
+    env: VecEnv,
+    observation: torch.Tensor,
+    steps: int,
+    generator: torch.Generator,
+    agents: int,
+    policy_logits: Callable[[torch.Tensor], torch.Tensor],
+    recorded: Callable[[torch.Tensor], dict[str, torch.Tensor]],
+) -> tuple[dict[str, torch.Tensor], torch.Tensor]:
+    """`steps` steps of every env (rows agent-major, as many per agent) with actions sampled from
+    softmax(policy_logits(observation)); returns, stacked as (agents, envs, steps, ...), the fields `recorded` takes
+    from each observation, those of the observation reached (as next_<field>), the actions, rewards and flags, and
+    the observation to continue from."""
+    envs = env.num_envs // agents
+    records: dict[str, list[torch.Tensor]] = {}
+    for _ in range(steps):
+        action = sample_actions(policy_logits(observation), generator)
+        fields = recorded(observation)
+        observation, reward, terminated, truncated, info = env.step(action)
+        reached = {f"next_{name}": value for name, value in recorded(info["final_obs"]).items()}
+        step = fields | {"action": action, "reward": reward, "terminated": terminated, "truncated": truncated}
+        for name, value in (step | reached).items():
+            records.setdefault(name, []).append(value.view(agents, envs, *value.shape[1:]))
+    return {name: torch.stack(values, 2) for name, values in records.items()}, observation
+
+
+def tabular_fields(observation: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The one-hot's position and the time feature of GridWorld's index observations."""
+    return {"index": observation[:, 0].long(), "time": observation[:, 1]}
+
+
 def collect_rollout(
     env: GridWorld, observation: torch.Tensor, actor: Params, steps: int, generator: torch.Generator
 ) -> tuple[Trajectory, torch.Tensor]:
@@ -198,26 +258,13 @@ def collect_rollout(
     observations."""
     agents = actor["bias"].shape[0]
     envs = env.num_envs // agents
-    records: dict[str, list[torch.Tensor]] = {field.name: [] for field in dataclasses.fields(Trajectory)}
-    for _ in range(steps):
-        index, time_feature = observation[:, 0].long(), observation[:, 1]
-        logits = apply_heads(actor, index.view(agents, envs), time_feature.view(agents, envs))
-        probabilities = torch.softmax(logits.float(), -1).view(-1, NUM_ACTIONS)
-        action = torch.multinomial(probabilities, 1, generator=generator).squeeze(1)
-        observation, reward, terminated, truncated, info = env.step(action)
-        final = info["final_obs"]
-        for name, value in (
-            ("index", index),
-            ("time", time_feature),
-            ("action", action),
-            ("reward", reward),
-            ("terminated", terminated),
-            ("truncated", truncated),
-            ("next_index", final[:, 0].long()),
-            ("next_time", final[:, 1]),
-        ):
-            records[name].append(value.view(agents, envs))
-    return Trajectory(**{name: torch.stack(values, -1) for name, values in records.items()}), observation
+
+    def policy_logits(observation: torch.Tensor) -> torch.Tensor:
+        fields = tabular_fields(observation)
+        return apply_heads(actor, fields["index"].view(agents, envs), fields["time"].view(agents, envs))
+
+    records, observation = sample_rollout(env, observation, steps, generator, agents, policy_logits, tabular_fields)
+    return Trajectory(**records), observation
 
 
 def action_log_probabilities(actor: Params, trajectory: Trajectory) -> tuple[torch.Tensor, torch.Tensor]:
@@ -236,27 +283,24 @@ def per_agent_mean(values: torch.Tensor) -> torch.Tensor:
 # -- advantage estimation, the value critic and the A2C reference ----------------------------------------------
 
 
-def advantage_estimates(
-    value: Params, trajectory: Trajectory, gamma: float, gae_lambda: float
+def gae_per_agent(
+    values: torch.Tensor, next_values: torch.Tensor, transitions: Transitions, gamma: float, gae_lambda: float
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """GAE advantages and returns (agents, envs, steps) under each agent's value critic, without gradients."""
-    with torch.no_grad():
-        values = apply_heads(value, trajectory.index, trajectory.time).squeeze(-1)
-        next_values = apply_heads(value, trajectory.next_index, trajectory.next_time).squeeze(-1)
-        agents, envs, steps = values.shape
+    """GAE advantages and returns (agents, envs, steps) from the values of the states and of the states reached."""
+    agents, envs, steps = values.shape
 
-        def time_major(tensor: torch.Tensor) -> torch.Tensor:
-            return tensor.permute(2, 0, 1).reshape(steps, agents * envs)
+    def time_major(tensor: torch.Tensor) -> torch.Tensor:
+        return tensor.permute(2, 0, 1).reshape(steps, agents * envs)
 
-        advantages, returns = compute_gae(
-            time_major(trajectory.reward.to(values.dtype)),
-            time_major(values),
-            time_major(next_values),
-            time_major(trajectory.terminated),
-            time_major(trajectory.truncated),
-            gamma,
-            gae_lambda,
-        )
+    advantages, returns = compute_gae(
+        time_major(transitions.reward.to(values.dtype)),
+        time_major(values),
+        time_major(next_values),
+        time_major(transitions.terminated),
+        time_major(transitions.truncated),
+        gamma,
+        gae_lambda,
+    )
 
     def agent_major(tensor: torch.Tensor) -> torch.Tensor:
         return tensor.reshape(steps, agents, envs).permute(1, 2, 0)
@@ -264,13 +308,34 @@ def advantage_estimates(
     return agent_major(advantages), agent_major(returns)
 
 
+def advantage_estimates(
+    value: Params, trajectory: Trajectory, gamma: float, gae_lambda: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """GAE advantages and returns (agents, envs, steps) under each agent's value critic, without gradients."""
+    with torch.no_grad():
+        values = apply_heads(value, trajectory.index, trajectory.time).squeeze(-1)
+        next_values = apply_heads(value, trajectory.next_index, trajectory.next_time).squeeze(-1)
+        return gae_per_agent(values, next_values, trajectory, gamma, gae_lambda)
+
+
+def value_loss(predictions: torch.Tensor, returns: torch.Tensor) -> torch.Tensor:
+    """Summed over agents: 0.5·mean (V(s) − return)²."""
+    return 0.5 * per_agent_mean((predictions - returns) ** 2).sum()
+
+
+def policy_gradient_loss(
+    log_probability: torch.Tensor, entropy: torch.Tensor, advantages: torch.Tensor, entropy_coefficient: float
+) -> torch.Tensor:
+    """A2C's actor loss summed over agents: −mean(log π(a|s)·A + c·H(π))."""
+    return -per_agent_mean(log_probability * advantages + entropy_coefficient * entropy).sum()
+
+
 def value_regression_step(value: Params, trajectory: Trajectory, returns: torch.Tensor, config: GROOVEConfig) -> Params:
     """One clipped SGD step of each value critic towards its GAE returns."""
     value = with_gradients(detached(value))
     with torch.enable_grad():
         predictions = apply_heads(value, trajectory.index, trajectory.time).squeeze(-1)
-        loss = 0.5 * per_agent_mean((predictions - returns) ** 2).sum()
-        grads = torch.autograd.grad(loss, list(value.values()))
+        grads = torch.autograd.grad(value_loss(predictions, returns), list(value.values()))
     return detached(clipped_sgd_step(value, list(grads), config.critic_learning_rate, config.max_grad_norm))
 
 
@@ -280,7 +345,7 @@ def a2c_update(actor: Params, value: Params, trajectory: Trajectory, config: GRO
     actor = with_gradients(detached(actor))
     with torch.enable_grad():
         log_probability, entropy = action_log_probabilities(actor, trajectory)
-        loss = -per_agent_mean(log_probability * advantages + config.a2c_entropy_coefficient * entropy).sum()
+        loss = policy_gradient_loss(log_probability, entropy, advantages, config.a2c_entropy_coefficient)
         grads = torch.autograd.grad(loss, list(actor.values()))
     actor = detached(clipped_sgd_step(actor, list(grads), config.actor_learning_rate, config.max_grad_norm))
     return actor, value_regression_step(value, trajectory, returns, config)
@@ -367,17 +432,21 @@ class AgentUpdateOutputs:
     """(agents,) H(y) of the updated prediction vector there"""
 
 
-def lpg_agent_loss(
-    lpg: LPG, actor: Params, critic: Params, trajectory: Trajectory, target_coefficient: float
+def lpg_objective(
+    lpg: LPG,
+    transitions: Transitions,
+    log_probability: torch.Tensor,
+    log_target: torch.Tensor,
+    next_target: torch.Tensor,
+    target_coefficient: float,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Summed over agents: mean(log π(a|s)·π̂) + c·mean KL(y(s) ‖ ŷ), the LPG's inputs cut from the agent's graph;
-    returns (loss, π̂, ŷ). π̂ and ŷ keep their graph to the LPG's weights while gradients are recorded."""
-    log_probability, _ = action_log_probabilities(actor, trajectory)
-    log_target = torch.log_softmax(apply_heads(critic, trajectory.index, trajectory.time), -1)
-    next_target = torch.softmax(apply_heads(critic, trajectory.next_index, trajectory.next_time), -1)
+    """The agent's loss under the LPG, summed over agents: mean(log π(a|s)·π̂) + c·mean KL(y(s) ‖ ŷ), from the
+    agent's log π(a_t|s_t) (agents, envs, steps), log y(s_t) and y(s_{t+1}) (agents, envs, steps, m), which the LPG
+    reads cut from the agent's graph; returns (loss, π̂, ŷ). π̂ and ŷ keep their graph to the LPG's weights while
+    gradients are recorded."""
     policy_target, target = lpg(
-        trajectory.reward.to(log_probability.dtype),
-        trajectory.done,
+        transitions.reward.to(log_probability.dtype),
+        transitions.done,
         log_probability.detach().exp(),
         log_target.detach().exp(),
         next_target.detach(),
@@ -385,6 +454,16 @@ def lpg_agent_loss(
     kl = (log_target.exp() * (log_target - torch.log(target + 1e-8))).sum(-1)
     loss = per_agent_mean(log_probability * policy_target) + target_coefficient * per_agent_mean(kl)
     return loss.sum(), policy_target, target
+
+
+def lpg_agent_loss(
+    lpg: LPG, actor: Params, critic: Params, trajectory: Trajectory, target_coefficient: float
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """`lpg_objective` of the tabular agents (linear heads `actor` for π and `critic` for y)."""
+    log_probability, _ = action_log_probabilities(actor, trajectory)
+    log_target = torch.log_softmax(apply_heads(critic, trajectory.index, trajectory.time), -1)
+    next_target = torch.softmax(apply_heads(critic, trajectory.next_index, trajectory.next_time), -1)
+    return lpg_objective(lpg, trajectory, log_probability, log_target, next_target, target_coefficient)
 
 
 def lpg_agent_update(
@@ -425,6 +504,13 @@ def _without_gradients(lpg: LPG) -> LPG:
     return call
 
 
+def normalised_per_agent(advantages: torch.Tensor) -> torch.Tensor:
+    """Advantages (agents, envs, steps) less their mean and over their standard deviation, per agent."""
+    mean = per_agent_mean(advantages).view(-1, 1, 1)
+    std = advantages.reshape(advantages.shape[0], -1).std(1).view(-1, 1, 1)
+    return (advantages - mean) / (std + 1e-8)
+
+
 def meta_loss(
     actor: Params,
     trajectory: Trajectory,
@@ -434,12 +520,9 @@ def meta_loss(
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Mean over agents of −mean(log π·Â) − c_H·H(π) + c_π̂·E[π̂²] − c_Hy·H(y) + c_ŷ·E‖ŷ‖², with Â normalised per
     agent and the regularisers averaged over the K updates; returns (loss, its terms)."""
-    mean = per_agent_mean(advantages).view(-1, 1, 1)
-    std = advantages.reshape(advantages.shape[0], -1).std(1).view(-1, 1, 1)
-    normalised = (advantages - mean) / (std + 1e-8)
     log_probability, _ = action_log_probabilities(actor, trajectory)
     terms = {
-        "policy_gradient": -per_agent_mean(log_probability * normalised),
+        "policy_gradient": -per_agent_mean(log_probability * normalised_per_agent(advantages)),
         "policy_entropy": torch.stack([update.policy_entropy for update in updates]).mean(0),
         "policy_target_l2": torch.stack([per_agent_mean(update.policy_target**2) for update in updates]).mean(0),
         "target_entropy": torch.stack([update.target_entropy for update in updates]).mean(0),
@@ -459,6 +542,22 @@ def meta_loss(
 
 
 @torch.no_grad()
+def first_episode_returns(
+    env: VecEnv, observation: torch.Tensor, max_steps: int, choose_action: Callable[[torch.Tensor], torch.Tensor]
+) -> torch.Tensor:
+    """The return of every env's first episode (cut after `max_steps` steps), actions from `choose_action`."""
+    returns = torch.zeros(env.num_envs, device=observation.device)
+    running = torch.ones(env.num_envs, dtype=torch.bool, device=observation.device)
+    for _ in range(max_steps):
+        observation, reward, terminated, truncated, _ = env.step(choose_action(observation))
+        returns += reward * running
+        running &= ~(terminated | truncated)
+        if not running.any():
+            break
+    return returns
+
+
+@torch.no_grad()
 def evaluate_returns(
     levels: GridLevels, actor: Params | None, envs: int, generator: torch.Generator, device: str | torch.device
 ) -> torch.Tensor:
@@ -466,22 +565,15 @@ def evaluate_returns(
     (`actor` holds one agent per level; None: the uniform random policy)."""
     env = GridWorld(levels=levels.repeat_interleave(envs), device=device, observation="index")
     observation, _ = env.reset(seed=int(torch.randint(2**62, (1,), generator=generator)))
-    returns = torch.zeros(env.num_envs, device=device)
-    running = torch.ones(env.num_envs, dtype=torch.bool, device=device)
-    for _ in range(int(levels.episode_length.max())):
+
+    def choose_action(observation: torch.Tensor) -> torch.Tensor:
         if actor is None:
-            action = torch.randint(NUM_ACTIONS, (env.num_envs,), generator=generator).to(device)
-        else:
-            logits = apply_heads(
-                actor, observation[:, 0].long().view(len(levels), envs), observation[:, 1].view(-1, envs)
-            )
-            probabilities = torch.softmax(logits.float(), -1).view(-1, NUM_ACTIONS)
-            action = torch.multinomial(probabilities, 1, generator=generator).squeeze(1)
-        observation, reward, terminated, truncated, _ = env.step(action)
-        returns += reward * running
-        running &= ~(terminated | truncated)
-        if not running.any():
-            break
+            return torch.randint(NUM_ACTIONS, (env.num_envs,), generator=generator).to(device)
+        fields = tabular_fields(observation)
+        logits = apply_heads(actor, fields["index"].view(len(levels), envs), fields["time"].view(-1, envs))
+        return sample_actions(logits, generator)
+
+    returns = first_episode_returns(env, observation, int(levels.episode_length.max()), choose_action)
     return returns.view(len(levels), envs).mean(1)
 
 
@@ -917,6 +1009,209 @@ def meta_test(
     generator = torch.Generator().manual_seed(seed + 1)
     actor = train_on_levels(levels, updates, config, generator, lpg)
     lpg_return = evaluate_returns(levels, actor, config.score_envs, generator, config.device).mean().item()
+    return normalised_result(lpg_return, references)
+
+
+def normalised_result(lpg_return: float, references: dict[str, float]) -> dict[str, float]:
+    """The references, the LPG's return, and that return normalised as (LPG − random) / (A2C − random) (NaN when
+    A2C and random tie)."""
     gap = references["a2c_return"] - references["random_return"]
     normalised = (lpg_return - references["random_return"]) / gap if abs(gap) > 1e-8 else float("nan")
     return references | {"lpg_return": lpg_return, "normalised_return": normalised}
+
+
+# -- meta-test on MinAtar: neural agents -------------------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class MinAtarConfig:
+    """The authors' agent settings for MinAtar (EmptyJackson/groove: `environments/gymnax/configs.py`, whose
+    MinAtar entries use `_GYM_BLINE_MIN_ATAR_HYPERS`, and `experiments/parse_args.py`). Their MinAtar lifetime is
+    100,000 agent updates (`_MIN_ATAR_LIFETIME`); the `updates` of `meta_test_minatar` set it here. Their repository
+    has no meta-test script, so the protocol (one fresh agent per LPG and seed, scored by sampled-policy episodes
+    after training, against A2C and the random policy on the same game) is this library's."""
+
+    num_envs: int = 64
+    """parallel envs of one agent (their --env_workers)"""
+    rollout_length: int = 20
+    """steps per env in one agent update (their --train_rollout_len)"""
+    hidden_sizes: tuple[int, ...] = (256, 256)
+    """ReLU MLP of the actor and of the second network (y for LPG agents, the value for A2C), no shared torso"""
+    learning_rate: float = 5e-4
+    """Adam step of both networks, LPG and A2C agents alike; no gradient clipping (their Adam ignores
+    max_grad_norm)"""
+    target_coefficient: float = 0.5
+    """weight of KL(y ‖ ŷ) in the LPG agent's loss"""
+    gamma: float = 0.99
+    gae_lambda: float = 0.95
+    a2c_entropy_coefficient: float = 0.01
+    """entropy bonus of the A2C reference"""
+    evaluation_episodes: int = 64
+    """episodes (one per env, in parallel) that score a trained agent"""
+    max_episode_steps: int = 1000
+    """episodes truncate after this many steps, in training and evaluation"""
+    sticky_action_probability: float = 0.1
+    """MinAtar's default"""
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        if min(self.num_envs, self.rollout_length, self.evaluation_episodes, self.max_episode_steps) < 1:
+            raise ValueError("num_envs, rollout_length, evaluation_episodes and max_episode_steps must be at least 1")
+
+
+class NetworkAgent:
+    """A neural agent: `actor` maps observations (..., *shape) to policy logits, `critic` to y's logits (an LPG
+    agent) or the value (A2C); each network has its own optimiser, its gradient clipped to `max_grad_norm` when
+    given."""
+
+    def __init__(
+        self,
+        actor: nn.Module,
+        critic: nn.Module,
+        actor_learning_rate: float,
+        critic_learning_rate: float,
+        optimizer: type[torch.optim.Optimizer] = torch.optim.Adam,
+        max_grad_norm: float | None = None,
+    ) -> None:
+        self.actor, self.critic, self.max_grad_norm = actor, critic, max_grad_norm
+        self.optimizers = [
+            optimizer(actor.parameters(), lr=actor_learning_rate),
+            optimizer(critic.parameters(), lr=critic_learning_rate),
+        ]
+
+    def log_probabilities(self, trajectory: ObservationTrajectory) -> tuple[torch.Tensor, torch.Tensor]:
+        """log π(a_t|s_t) of the taken actions and the policy's entropy, (agents, envs, steps) each."""
+        log_probabilities = torch.log_softmax(self.actor(trajectory.observation), -1)
+        taken = log_probabilities.gather(-1, trajectory.action[..., None]).squeeze(-1)
+        return taken, -(log_probabilities.exp() * log_probabilities).sum(-1)
+
+    def step(self, loss: torch.Tensor) -> None:
+        """One optimiser step of both networks on `loss`."""
+        for optimizer in self.optimizers:
+            optimizer.zero_grad()
+        loss.backward()
+        for network, optimizer in zip((self.actor, self.critic), self.optimizers):
+            if self.max_grad_norm is not None:
+                nn.utils.clip_grad_norm_(network.parameters(), self.max_grad_norm)
+            optimizer.step()
+
+
+def lpg_network_update(
+    lpg: LPG, agent: NetworkAgent, trajectory: ObservationTrajectory, target_coefficient: float
+) -> None:
+    """One step of a network agent on the frozen LPG's loss (`lpg_objective`)."""
+    log_probability, _ = agent.log_probabilities(trajectory)
+    log_target = torch.log_softmax(agent.critic(trajectory.observation), -1)
+    with torch.no_grad():
+        next_target = torch.softmax(agent.critic(trajectory.next_observation), -1)
+    loss, _, _ = lpg_objective(
+        _without_gradients(lpg), trajectory, log_probability, log_target, next_target, target_coefficient
+    )
+    agent.step(loss)
+
+
+def a2c_network_update(agent: NetworkAgent, trajectory: ObservationTrajectory, config: MinAtarConfig) -> None:
+    """One A2C step of a network agent, as the authors' `agents/a2c.py`: GAE advantages normalised, the entropy
+    bonus, and the value regressed on the GAE returns (0.5·MSE where they take the MSE: the same steps under Adam,
+    up to its ε)."""
+    values = agent.critic(trajectory.observation).squeeze(-1)
+    with torch.no_grad():
+        next_values = agent.critic(trajectory.next_observation).squeeze(-1)
+    advantages, returns = gae_per_agent(values.detach(), next_values, trajectory, config.gamma, config.gae_lambda)
+    log_probability, entropy = agent.log_probabilities(trajectory)
+    advantages = normalised_per_agent(advantages)
+    loss = policy_gradient_loss(log_probability, entropy, advantages, config.a2c_entropy_coefficient)
+    agent.step(loss + value_loss(values, returns))
+
+
+def minatar_network(observation_shape: tuple[int, ...], outputs: int, hidden_sizes: tuple[int, ...]) -> nn.Module:
+    """A ReLU MLP over the flattened (channels, 10, 10) observation. The authors' MinAtar agents are this MLP, but
+    their generic CNN wrapper also divides the 0/1 observation by 255 (meant for pixels); this one does not."""
+    return nn.Sequential(nn.Flatten(-3), mlp(math.prod(observation_shape), outputs, hidden_sizes))
+
+
+def _minatar_env(game: str, num_envs: int, config: MinAtarConfig, generator: torch.Generator) -> MinAtarVecEnv:
+    seed = int(torch.randint(2**31, (1,), generator=generator))
+    return MinAtarVecEnv(
+        game,
+        num_envs,
+        seed=seed,
+        device=config.device,
+        sticky_action_probability=config.sticky_action_probability,
+        max_episode_steps=config.max_episode_steps,
+    )
+
+
+def train_on_minatar(
+    game: str, updates: int, config: MinAtarConfig, seed: int = 0, lpg: LPGNetwork | None = None
+) -> nn.Module:
+    """A fresh network agent trained on MinAtar `game` for `updates` updates (`num_envs` x `rollout_length` steps
+    each) by the frozen `lpg`, or by A2C when it is None; returns its actor."""
+    generator = torch.Generator().manual_seed(seed)
+    env = _minatar_env(game, config.num_envs, config, generator)
+    observation, _ = env.reset()
+    shape, actions = env.single_observation_space.shape, int(env.single_action_space.n)
+    outputs = 1 if lpg is None else lpg.target_head.out_features  # the value, or y
+    with torch.random.fork_rng(devices=[]):  # the networks' initial weights from the seed
+        torch.manual_seed(seed)
+        actor = minatar_network(shape, actions, config.hidden_sizes).to(config.device)
+        critic = minatar_network(shape, outputs, config.hidden_sizes).to(config.device)
+    agent = NetworkAgent(actor, critic, config.learning_rate, config.learning_rate)
+    for _ in range(updates):
+        records, observation = sample_rollout(
+            env,
+            observation,
+            config.rollout_length,
+            generator,
+            1,
+            actor,
+            lambda observation: {"observation": observation},
+        )
+        trajectory = ObservationTrajectory(**records)
+        if lpg is None:
+            a2c_network_update(agent, trajectory, config)
+        else:
+            lpg_network_update(lpg, agent, trajectory, config.target_coefficient)
+    return actor
+
+
+def evaluate_on_minatar(game: str, actor: nn.Module | None, config: MinAtarConfig, seed: int = 0) -> float:
+    """Mean return of `evaluation_episodes` episodes sampling `actor`'s policy (None: the uniform random policy)."""
+    generator = torch.Generator().manual_seed(seed)
+    env = _minatar_env(game, config.evaluation_episodes, config, generator)
+    observation, _ = env.reset()
+    actions = int(env.single_action_space.n)
+
+    def choose_action(observation: torch.Tensor) -> torch.Tensor:
+        if actor is None:
+            return torch.randint(actions, (env.num_envs,), generator=generator)
+        return sample_actions(actor(observation), generator)
+
+    return first_episode_returns(env, observation, config.max_episode_steps, choose_action).mean().item()
+
+
+def minatar_reference_returns(game: str, updates: int, config: MinAtarConfig, seed: int = 0) -> dict[str, float]:
+    """The normalisers of MinAtar meta-tests: the mean return of an A2C agent trained for `updates` updates and
+    that of the uniform random policy."""
+    a2c_actor = train_on_minatar(game, updates, config, seed)
+    return {
+        "a2c_return": evaluate_on_minatar(game, a2c_actor, config, seed + 1),
+        "random_return": evaluate_on_minatar(game, None, config, seed + 1),
+    }
+
+
+def meta_test_minatar(
+    lpg: LPGNetwork,
+    game: str,
+    updates: int,
+    config: MinAtarConfig | None = None,
+    seed: int = 0,
+    references: dict[str, float] | None = None,
+) -> dict[str, float]:
+    """A fresh network agent trained for `updates` updates on MinAtar `game` by the frozen LPG: its mean return,
+    and that return normalised as (LPG − random) / (A2C − random) with `minatar_reference_returns` (computed when
+    not given)."""
+    config = config or MinAtarConfig()
+    references = references or minatar_reference_returns(game, updates, config, seed)
+    actor = train_on_minatar(game, updates, config, seed, lpg)
+    return normalised_result(evaluate_on_minatar(game, actor, config, seed + 1), references)

@@ -9,10 +9,15 @@ from policylab.evolution.groove import (
     GROOVEConfig,
     LevelBuffer,
     LPGNetwork,
+    MinAtarConfig,
+    NetworkAgent,
+    ObservationTrajectory,
     Trajectory,
     evaluate_returns,
     lpg_agent_update,
+    lpg_network_update,
     meta_loss,
+    meta_test_minatar,
     rank_weights,
     train_on_levels,
 )
@@ -85,6 +90,56 @@ def test_agent_update_from_lpg_outputs_equals_the_hand_computed_step(max_grad_no
         torch.testing.assert_close(new_actor[name], value, rtol=1e-6, atol=1e-7)
     for name, value in expected(critic, critic_output_grads, 0.7).items():
         torch.testing.assert_close(new_critic[name], value, rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("max_grad_norm", [1e9, 0.05])
+def test_a_network_agent_that_is_a_linear_layer_on_the_one_hot_takes_the_tabular_agents_step(max_grad_norm):
+    torch.manual_seed(0)
+    generator = torch.Generator().manual_seed(2)
+    lpg = LPGNetwork(target_size=3, embedding_width=4, hidden_size=5).double()
+    actor, critic = heads(generator, 5), heads(generator, 3)
+    config = GROOVEConfig(target_size=3, actor_learning_rate=0.3, critic_learning_rate=0.7, max_grad_norm=max_grad_norm)
+    trajectory = tiny_trajectory()
+    new_actor, new_critic, _ = lpg_agent_update(lpg, actor, critic, trajectory, config)
+
+    def linear_layer(params):  # the heads as one Linear over (one-hot state, time feature)
+        layer = torch.nn.Linear(4, params["bias"].shape[1]).double()
+        with torch.no_grad():
+            layer.weight.copy_(torch.cat([params["table"][0], params["time"]]).T)
+            layer.bias.copy_(params["bias"][0])
+        return layer
+
+    def observations(index, time_feature):
+        return torch.cat([torch.nn.functional.one_hot(index, 3).double(), time_feature[..., None]], -1)
+
+    agent = NetworkAgent(linear_layer(actor), linear_layer(critic), 0.3, 0.7, torch.optim.SGD, max_grad_norm)
+    network_trajectory = ObservationTrajectory(
+        **{name: getattr(trajectory, name) for name in ("action", "reward", "terminated", "truncated")},
+        observation=observations(trajectory.index, trajectory.time),
+        next_observation=observations(trajectory.next_index, trajectory.next_time),
+    )
+    lpg_network_update(lpg, agent, network_trajectory, config.target_coefficient)
+    for layer, params in ((agent.actor, new_actor), (agent.critic, new_critic)):
+        expected = linear_layer(params)
+        assert not torch.allclose(layer.weight, linear_layer(actor if layer is agent.actor else critic).weight)
+        torch.testing.assert_close(layer.weight, expected.weight, rtol=1e-5, atol=1e-9)
+        torch.testing.assert_close(layer.bias, expected.bias, rtol=1e-5, atol=1e-9)
+
+
+def test_minatar_meta_test_runs_end_to_end_and_repeats_with_its_seed():
+    pytest.importorskip("minatar")
+    config = MinAtarConfig(
+        num_envs=4, rollout_length=5, hidden_sizes=(16,), evaluation_episodes=4, max_episode_steps=40
+    )
+    lpg = LPGNetwork(target_size=4, embedding_width=4, hidden_size=8)
+    result = meta_test_minatar(lpg, "breakout", updates=3, config=config, seed=1)
+    assert set(result) == {"a2c_return", "random_return", "lpg_return", "normalised_return"}
+    gap = result["a2c_return"] - result["random_return"]
+    if abs(gap) > 1e-8:
+        assert result["normalised_return"] == pytest.approx((result["lpg_return"] - result["random_return"]) / gap)
+    assert all(0.0 <= result[key] <= 40 for key in ("a2c_return", "random_return", "lpg_return"))
+    references = {key: result[key] for key in ("a2c_return", "random_return")}
+    assert meta_test_minatar(lpg, "breakout", updates=3, config=config, seed=1, references=references) == result
 
 
 def test_meta_gradient_through_one_unrolled_update_equals_finite_differences():
