@@ -14,9 +14,14 @@ state, and that makes an exact search cheap:
   with the same bound at the last one's distance (an option, `num_wide_candidates`: its lists take long to
   build in high dimension, 39 minutes for Hopper's 1M 11-dimensional states, and where the first tier leaves
   many queries unsettled the full search below answers them faster);
+- next, what earlier full searches found: a CPU full search of many queries returns each query's
+  `num_remembered` nearest keys, kept for its state with the query's action a₀ and the last one's distance R.
+  Every other key is at least R from that old query, so at least R − ‖a − a₀‖ from a new query (β·s_j, a) at
+  the same state; when the best of the remembered keys (and of the first tier) is nearer than that, it is
+  exact. A policy changes little between two visits of a state, so most revisits are settled here;
 - what that does not settle either is answered by a full search: on a GPU a chunked brute force; on the CPU,
   for many queries, matrix products (the distance expansion, whose rounding is bounded, the keys within that
-  bound of the best re-ranked exactly), for a few a KD-tree over all keys bounded by the candidate distance.
+  bound of the K-th best re-ranked exactly), for a few a KD-tree over all keys bounded by the candidate distance.
 
 The candidate lists depend only on the states and the tier sizes, so they are kept in cache files per
 dataset and reused by later runs.
@@ -29,6 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from scipy.spatial import cKDTree
 
 from policylab.core.files import atomic_path, cache_dir
@@ -84,6 +90,7 @@ class DatasetNeighbourSearch:
         num_candidates: int = 32,
         cache: bool = True,
         num_wide_candidates: int = 0,
+        num_remembered: int = 16,
     ) -> None:
         if states.shape[0] != actions.shape[0]:
             raise ValueError(
@@ -106,6 +113,13 @@ class DatasetNeighbourSearch:
             )
             self.wide_candidates = torch.as_tensor(wide, device=self.device)
             self.wide_bounds = torch.as_tensor(self.beta**2 * wide_distances[:, -1], device=self.device)
+        # What the last full search at each state found: its `num_remembered` nearest keys (−1: none yet), the
+        # query's action, and the distance within which those keys are all the keys there are.
+        self.num_remembered = min(num_remembered, len(states))
+        if self.num_remembered > 0:
+            self.remembered = torch.full((len(states), self.num_remembered), -1, dtype=torch.int32, device=self.device)
+            self.remembered_actions = torch.zeros_like(self.actions)
+            self.remembered_radius = torch.zeros(len(states), device=self.device)
         self._tree: cKDTree | None = None  # over the keys, built on the first CPU fallback
         self._key_norms: torch.Tensor | None = None  # ‖k‖² of every key, for the matrix-product search
         self.queries = 0
@@ -134,18 +148,59 @@ class DatasetNeighbourSearch:
                 best_distance[unsettled] = wide_distance
                 still = wide_distance > self.wide_bounds[unsettled_states]
                 unsettled, queries = unsettled[still], queries[still]
+            if len(unsettled) and self.num_remembered:
+                found, distance, settled = self._recall(state_indices[unsettled], queries, best_distance[unsettled])
+                better = (found >= 0) & (distance < best_distance[unsettled])
+                nearest[unsettled] = torch.where(better, found, nearest[unsettled])
+                best_distance[unsettled] = torch.where(better, distance, best_distance[unsettled])
+                unsettled, queries = unsettled[~settled], queries[~settled]
             if len(unsettled):
                 self.fallbacks += len(unsettled)
-                found = self._full_search(queries, best_distance[unsettled])
+                found = self._full_search(queries, best_distance[unsettled], state_indices[unsettled])
                 nearest[unsettled] = torch.where(found >= 0, found, nearest[unsettled])
         return nearest
 
-    def _full_search(self, queries: torch.Tensor, upper_bounds: torch.Tensor) -> torch.Tensor:
-        """Exact nearest keys by a full search; `upper_bounds` are squared distances known to be reachable."""
+    def _recall(
+        self, states: torch.Tensor, queries: torch.Tensor, best_distance: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The nearest of the keys remembered for each query's state (−1 where none are), its squared distance, and
+        whether no key is nearer than it or the best found so far (`best_distance`): every key not remembered is at
+        least R − ‖a − a₀‖ away."""
+        remembered = self.remembered.index_select(0, states)  # [U, M]
+        keys = self.keys.index_select(0, remembered.clamp(min=0).reshape(-1)).view(*remembered.shape, -1)
+        distance, column = (keys - queries.unsqueeze(1)).pow(2).sum(-1).min(dim=1)
+        found = remembered.gather(1, column.unsqueeze(1)).squeeze(1).long()
+        known = remembered[:, 0] >= 0
+        shift = (queries[:, -self.actions.shape[1] :] - self.remembered_actions[states]).pow(2).sum(-1).sqrt()
+        reach = (self.remembered_radius[states] - shift).clamp(min=0.0)
+        # the margin covers the distances' rounding
+        settled = known & (torch.minimum(distance, best_distance) <= reach.pow(2) * (1.0 - 1e-5))
+        return torch.where(known, found, -1), distance, settled
+
+    def _remember(
+        self, states: torch.Tensor, queries: torch.Tensor, keys: torch.Tensor, distances: torch.Tensor
+    ) -> None:
+        """Keep a full search's `keys` [Q, M] (nearest first, squared `distances`) for the states it was run at."""
+        unique, inverse = torch.unique(states, return_inverse=True)
+        positions = torch.arange(len(states), device=self.device)
+        first = torch.full((len(unique),), len(states), device=self.device).scatter_reduce_(
+            0, inverse, positions, "amin"
+        )
+        rows = states[first]
+        self.remembered[rows] = keys[first].to(self.remembered.dtype)
+        self.remembered_actions[rows] = queries[first, -self.actions.shape[1] :]
+        self.remembered_radius[rows] = distances[first, -1].sqrt()
+
+    def _full_search(self, queries: torch.Tensor, upper_bounds: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+        """Exact nearest keys by a full search; `upper_bounds` are squared distances known to be reachable. A CPU
+        search of many queries also remembers each query's nearest keys for its state (`_recall`)."""
         if self.device.type == "cuda":
             return brute_force_nearest(self.keys, queries)
         if len(queries) >= MATMUL_SEARCH_MIN_QUERIES:  # many queries: matrix products beat the tree in high dimension
-            return self._matmul_search(queries)
+            keys, distances = self._matmul_search(queries, max(self.num_remembered, 1))
+            if self.num_remembered:
+                self._remember(states, queries, keys, distances)
+            return keys[:, 0]
         if self._tree is None:
             self._tree = cKDTree(self.keys.cpu().numpy())
         # One batched query bounded by the largest candidate distance: every query has a key within it.
@@ -156,14 +211,20 @@ class DatasetNeighbourSearch:
         found = np.where(found < len(self.keys), found, -1)
         return torch.as_tensor(found, dtype=torch.int64, device=self.device)
 
-    def _matmul_search(self, queries: torch.Tensor, block: int = 4096) -> torch.Tensor:
-        """Exact nearest keys through e = ‖q‖² − 2q·k + ‖k‖² (matrix products over blocks of keys). The expansion's
-        rounding is bounded, |e − d²| ≤ δ, so the nearest key is among those with e ≤ min e + 2δ; those few are
-        re-ranked by exact differences. Blocks of 4096 keys keep each product's output in cache: on 1M 23-dimensional
-        keys and 79 queries, 0.12 s on one thread against 0.5 s for the KD-tree on two (16,384: 0.30 s)."""
+    def _matmul_search(
+        self, queries: torch.Tensor, count: int = 1, block: int = 4096, piece: int = 256
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The `count` nearest keys of each query [Q, count] (nearest first) and their squared distances, exactly,
+        through e = ‖q‖² − 2q·k + ‖k‖² (matrix products over blocks of keys). The expansion's rounding is bounded,
+        |e − d²| ≤ δ; the minima of e over pieces of each block give, at the count-th smallest m, `count` keys with
+        e ≤ m, so the nearest `count` all have e ≤ m + 2δ; those few keys are re-ranked by exact differences. Blocks
+        of 4096 keys keep each product's output in cache: on 1M 23-dimensional keys and 79 queries, 0.12 s on one
+        thread for the nearest key against 0.5 s for the KD-tree on two (16,384: 0.30 s)."""
         if self._key_norms is None:
             self._key_norms = self.keys.pow(2).sum(1)
             self._max_key_norm = float(self._key_norms.max().sqrt())
+        count = min(count, len(self.keys))
+        piece = max(1, min(piece, len(self.keys) // (4 * count)))  # enough pieces for `count` minima
         query_norms = queries.pow(2).sum(1, keepdim=True)
         starts = range(0, len(self.keys), block)
 
@@ -171,10 +232,17 @@ class DatasetNeighbourSearch:
             keys, norms = self.keys[start : start + block], self._key_norms[start : start + block]
             return torch.addmm(norms, queries[rows], keys.T, alpha=-2.0) + query_norms[rows]
 
-        block_minima = torch.stack([expansion(slice(None), start).amin(1) for start in starts], dim=1)
+        def piece_minima(start: int) -> torch.Tensor:
+            values = expansion(slice(None), start)
+            values = F.pad(values, (0, -values.shape[1] % piece), value=torch.inf)
+            return values.view(len(queries), -1, piece).amin(2)
+
+        minima = [piece_minima(start) for start in starts]
+        block_minima = torch.stack([values.amin(1) for values in minima], dim=1)
+        count_th_minimum = torch.cat(minima, dim=1).kthvalue(count, dim=1).values
         # δ ≤ γ·(‖q‖ + ‖k‖)² for a dot product of `dim` terms plus two norms, γ ≈ (terms)·ε.
         gamma = 2 * (self.keys.shape[1] + 3) * torch.finfo(self.keys.dtype).eps
-        threshold = block_minima.amin(1) + 2 * gamma * (query_norms.squeeze(1).sqrt() + self._max_key_norm).pow(2)
+        threshold = count_th_minimum + 2 * gamma * (query_norms.squeeze(1).sqrt() + self._max_key_norm).pow(2)
         rows_found, keys_found = [], []
         for number, start in enumerate(starts):
             rows = torch.nonzero(block_minima[:, number] <= threshold).squeeze(1)
@@ -186,11 +254,11 @@ class DatasetNeighbourSearch:
         distances = (self.keys[keys] - queries[rows]).pow(2).sum(-1)
         order = torch.argsort(distances, stable=True)
         order = order[torch.argsort(rows[order], stable=True)]  # by query, nearest first within each
-        first = torch.ones(len(order), dtype=torch.bool, device=self.device)
-        first[1:] = rows[order][1:] != rows[order][:-1]
-        nearest = torch.empty(len(queries), dtype=torch.int64, device=self.device)
-        nearest[rows[order][first]] = keys[order][first]
-        return nearest
+        rows, keys, distances = rows[order], keys[order], distances[order]
+        per_query = torch.bincount(rows, minlength=len(queries))
+        row_starts = torch.cumsum(per_query, 0) - per_query
+        kept = torch.arange(len(rows), device=self.device) - row_starts[rows] < count  # each query has ≥ count
+        return keys[kept].view(len(queries), count), distances[kept].view(len(queries), count)
 
 
 def brute_force_nearest(keys: torch.Tensor, queries: torch.Tensor, max_elements: int = 2**26) -> torch.Tensor:

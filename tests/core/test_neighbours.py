@@ -85,7 +85,23 @@ def test_matrix_product_search_is_exact_even_among_copies(tmp_path, monkeypatch)
     search = make_search(tmp_path, monkeypatch, states, actions)
     queries = torch.as_tensor(rng.normal(size=(200, 12)), dtype=torch.float32)
     queries[:50] = search.keys[:1] + 0.01 * torch.randn(50, 12)
-    found = search._matmul_search(queries, block=700)  # several blocks of keys
-    distances = (search.keys[found] - queries).double().pow(2).sum(-1)
-    torch.testing.assert_close(distances, brute_force_distances(search.keys, queries), rtol=1e-5, atol=1e-6)
-    assert (found[:50] < 20).all()
+    found, distances = search._matmul_search(queries, count=5, block=700)  # several blocks of keys
+    expected = torch.cdist(queries.double(), search.keys.double()).pow(2).topk(5, dim=1, largest=False).values
+    torch.testing.assert_close((search.keys[found] - queries.unsqueeze(1)).double().pow(2).sum(-1), expected)
+    torch.testing.assert_close(distances.double(), expected, rtol=1e-5, atol=1e-6)
+    assert (found[:50] < 20).all()  # the five nearest of a query beside the copies are copies
+
+
+def test_revisited_states_are_settled_by_the_remembered_keys(tmp_path, monkeypatch):
+    rng = np.random.default_rng(5)
+    states, actions = rng.normal(size=(3000, 5)).astype(np.float32), rng.uniform(-1, 1, (3000, 2)).astype(np.float32)
+    search = make_search(tmp_path, monkeypatch, states, actions, beta=0.5)
+    indices = torch.as_tensor(rng.permutation(3000)[:256])
+    policy_actions = torch.as_tensor(rng.uniform(-1, 1, (256, 2)), dtype=torch.float32)
+    assert_exact(search, indices, policy_actions)
+    first_visits = search.fallbacks
+    assert first_visits > 50  # far actions at a small β: the candidates settle few, the full search remembers
+    assert_exact(search, indices, policy_actions + 0.01 * torch.randn(256, 2))  # a policy that moved a little
+    assert search.fallbacks - first_visits < first_visits / 4
+    assert_exact(search, indices, -policy_actions)  # one that moved far: the remembered keys prove nothing
+    assert search.fallbacks - first_visits > first_visits / 2
