@@ -19,7 +19,7 @@ With `--backend ray` each run is a Ray task of `threads` CPUs: the datasets are 
 and shared through Ray's object store, results come back here as they finish. On a cluster, every node needs
 policylab installed, and resuming a run on another node needs `--work-dir` on a shared filesystem.
 
-Writes `<out>/offline_suite.json`, `<out>/offline_suite.md` and `<out>/offline_suite.png` (one panel per dataset,
+Writes `<out>/<report-name>.json`, `.md` and `.png` (`offline_suite` by default; one plot panel per dataset,
 mean score over seeds against updates with a min–max band).
 """
 
@@ -81,6 +81,8 @@ class Settings:
     """torch threads per run (and CPUs per Ray task)"""
     report_only: bool = False
     """only rebuild the table and plot from finished runs"""
+    report_name: str = "offline_suite"
+    """file name of the table, summary and plot in `out` (another name keeps a second table, e.g. an ablation's)"""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -350,8 +352,8 @@ def report(settings: Settings, options: dict[str, dict[str, Any]]) -> None:
         "pending": [run.name for run in runs if run not in finished],
     }
     settings.out.mkdir(parents=True, exist_ok=True)
-    (settings.out / "offline_suite.json").write_text(json.dumps(summary, indent=1) + "\n")
-    (settings.out / "offline_suite.md").write_text(markdown_table(summary, settings))
+    (settings.out / f"{settings.report_name}.json").write_text(json.dumps(summary, indent=1) + "\n")
+    (settings.out / f"{settings.report_name}.md").write_text(markdown_table(summary, settings))
     plot_curves(finished, settings)
 
 
@@ -440,7 +442,7 @@ def plot_curves(finished: dict[Run, dict[str, Any]], settings: Settings) -> None
         if axis.lines:
             axis.legend()
     figure.tight_layout()
-    figure.savefig(settings.out / "offline_suite.png", dpi=100)
+    figure.savefig(settings.out / f"{settings.report_name}.png", dpi=100)
     plt.close(figure)
 
 

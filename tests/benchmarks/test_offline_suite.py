@@ -74,6 +74,11 @@ def test_sweep_writes_one_cell_per_algorithm_and_dataset_and_skips_finished_runs
     suite.main(settings)
     assert [path.stat().st_mtime_ns for path in results] == modified
 
+    only_iql = dataclasses.replace(settings, algorithms=("iql",), report_only=True, report_name="iql_only")
+    suite.main(only_iql)  # a second table from the same runs, beside the first
+    assert "| dataset | iql |" in (settings.out / "iql_only.md").read_text()
+    assert "| dataset | td3bc | iql |" in (settings.out / "offline_suite.md").read_text()
+
     with pytest.raises(ValueError, match=r"was made with \{'steps': 200\}, not \{'steps': 400\}"):
         suite.main(dataclasses.replace(settings, steps=400, report_only=True))
 
