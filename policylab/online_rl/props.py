@@ -18,10 +18,11 @@ and `ppo-buffer`: the same buffer sampled by π_θ itself (b = 2), the paper's c
 on-policy sampling the class is PPO as the paper runs it (same network and settings, no buffer).
 
 PPO's side takes the authors' settings: 64-64 tanh networks with a tanh on the Gaussian's mean, clip 0.2 on ratio and
-value, entropy bonus 0.01, 10 epochs of 32 minibatches, target KL 0.03, annealed learning rate. Two choices differ
-from the authors' code: truncated episodes bootstrap from V(final observation), as the library's PPO does; and the
-PROPS update that follows a PPO update takes log π_θ and the KL's π_θ from the updated θ (the paper's algorithm), where
-the authors' code reuses the values computed before the PPO update.
+value, entropy bonus 0.01, 10 epochs of 32 minibatches, target KL 0.03, annealed learning rate. The main departures
+from the authors' code (all listed in the README's PROPS section): truncated episodes bootstrap from V(final
+observation), as the library's PPO does; the PROPS update that follows a PPO update takes log π_θ and the KL's π_θ
+from the updated θ (the paper's algorithm), where the authors' code reuses the values computed before the PPO update;
+and PPO's target KL is checked after each epoch (the library's PPO), where theirs stops before the minibatch passing it.
 """
 
 from __future__ import annotations

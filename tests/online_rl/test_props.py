@@ -7,7 +7,7 @@ import torch
 
 import policylab
 from policylab.cli import main
-from policylab.online_rl import PROPS, PPOBuffer, PROPSConfig
+from policylab.online_rl import PROPS, PPOBuffer, PPOBufferConfig, PROPSConfig
 from policylab.online_rl.props import props_objective
 
 
@@ -68,6 +68,28 @@ def test_behaviour_update_lowers_the_probability_of_an_over_sampled_action():
         assert behaviour.mean.mean() < target.mean.mean()
         # δ_P bounds the KL estimate before each step, so the behaviour policy stays near π_θ
         assert torch.distributions.kl_divergence(target, behaviour).mean() < 0.2
+
+
+def test_props_differs_from_ppo_buffer_only_by_its_behaviour_update():
+    # With no behaviour epochs φ is reset to θ and left there, so PROPS must equal its control step for step.
+    settings = dict(seed=0, rollout_steps=64, behaviour_steps=32, num_minibatches=4, sampling_error_every=0)
+    configs = {
+        "no behaviour update": (PROPS, PROPSConfig(behaviour_update_epochs=0, **settings)),
+        "control": (PPOBuffer, PPOBufferConfig(**settings)),
+        "props": (PROPS, PROPSConfig(behaviour_update_epochs=1, **settings)),
+    }
+    runs = {}
+    for name, (agent_class, config) in configs.items():  # one after another: they share the global random stream
+        runs[name] = agent_class("Pendulum-v1", config)
+        runs[name].learn(320, eval_every=10**9, eval_episodes=1, progress=False)
+    control_actions = runs["control"].history.newest()["actions"]
+    torch.testing.assert_close(runs["no behaviour update"].history.newest()["actions"], control_actions, rtol=0, atol=0)
+    for parameter, reference in zip(
+        runs["no behaviour update"].policy.parameters(), runs["control"].policy.parameters()
+    ):
+        torch.testing.assert_close(parameter, reference, rtol=0, atol=0)
+    # The behaviour update is what changes the data: PROPS's own run sampled other actions.
+    assert not torch.allclose(runs["props"].history.newest()["actions"], control_actions)
 
 
 def test_the_buffer_is_normalised_anew_with_the_current_statistics_before_each_update():
