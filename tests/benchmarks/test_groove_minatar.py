@@ -1,28 +1,12 @@
 """benchmarks/groove.py --minatar: every meta-trained LPG found (and the untrained one) meta-tested on MinAtar, results
 written as they finish and skipped once written, a table, and a clear skip when minatar is missing."""
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
+import groove as groove_script  # benchmarks/groove.py (conftest puts benchmarks/ on the path)
 import pytest
 
 from policylab.evolution.groove import LPGNetwork, save_lpg
-
-SCRIPT = Path(__file__).parents[2] / "benchmarks" / "groove.py"
-
-
-def load_script():
-    """The benchmark script as a module (benchmarks/ is not a package); registered so its dataclasses resolve."""
-    spec = importlib.util.spec_from_file_location("benchmarks_groove", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-groove_script = load_script()
 
 
 def test_minatar_option_meta_tests_every_lpg_found_and_skips_finished_ones(tmp_path, monkeypatch):

@@ -1,30 +1,15 @@
 """benchmarks/offline_suite.py, sequential backend: table, skipping finished runs, resuming a killed one."""
 
 import dataclasses
-import importlib.util
 import json
-import sys
-from pathlib import Path
 
+import offline_suite as suite  # benchmarks/offline_suite.py (conftest puts benchmarks/ on the path)
 import pytest
 
 from policylab.core.offline import OfflineAgent
 
-SCRIPT = Path(__file__).parents[2] / "benchmarks" / "offline_suite.py"
 DATASET = "gen/pendulum-scripted-v0"
 FIT = OfflineAgent.fit
-
-
-def load_suite():
-    """The benchmark script as a module (benchmarks/ is not a package); registered so its dataclasses resolve."""
-    spec = importlib.util.spec_from_file_location("benchmarks_offline_suite", SCRIPT)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-suite = load_suite()
 
 
 @pytest.fixture

@@ -1,20 +1,12 @@
 """benchmarks/pmoe_mixture_plot.py: the mixture of a short PMOE-SAC run, drawn from its run directory."""
 
-import importlib.util
-import sys
-from pathlib import Path
+import pmoe_mixture_plot as script  # benchmarks/pmoe_mixture_plot.py (conftest puts benchmarks/ on the path)
 
 import policylab
 from policylab.online_rl import PMOESAC, PMOESACConfig
 
-SCRIPT = Path(__file__).parents[2] / "benchmarks" / "pmoe_mixture_plot.py"
-
 
 def test_plot_shows_expert_usage_and_densities(tmp_path):
-    spec = importlib.util.spec_from_file_location("benchmarks_pmoe_mixture_plot", SCRIPT)
-    script = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = script  # registered so that its dataclass resolves
-    spec.loader.exec_module(script)
     config = PMOESACConfig(seed=0, learning_starts=100, batch_size=32, hidden_sizes=(16, 16), num_experts=3)
     PMOESAC("Pendulum-v1", config).learn(300, eval_every=300, eval_episodes=1, run_dir=tmp_path, progress=False)
 
