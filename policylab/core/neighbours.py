@@ -114,8 +114,9 @@ class DatasetNeighbourSearch:
             self.wide_candidates = torch.as_tensor(wide, device=self.device)
             self.wide_bounds = torch.as_tensor(self.beta**2 * wide_distances[:, -1], device=self.device)
         # What the last full search at each state found: its `num_remembered` nearest keys (−1: none yet), the
-        # query's action, and the distance within which those keys are all the keys there are.
-        self.num_remembered = min(num_remembered, len(states))
+        # query's action, and the distance within which those keys are all the keys there are. Not on a GPU, whose
+        # brute-force full search is cheap enough.
+        self.num_remembered = min(num_remembered, len(states)) if self.device.type != "cuda" else 0
         if self.num_remembered > 0:
             self.remembered = torch.full((len(states), self.num_remembered), -1, dtype=torch.int32, device=self.device)
             self.remembered_actions = torch.zeros_like(self.actions)
