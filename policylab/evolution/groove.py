@@ -267,12 +267,16 @@ def collect_rollout(
     return Trajectory(**records), observation
 
 
+def taken_log_probabilities(logits: torch.Tensor, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """log softmax(logits) at the taken `actions` and the softmax policy's entropy, one per row of `actions`."""
+    log_probabilities = torch.log_softmax(logits, -1)
+    taken = log_probabilities.gather(-1, actions[..., None]).squeeze(-1)
+    return taken, -(log_probabilities.exp() * log_probabilities).sum(-1)
+
+
 def action_log_probabilities(actor: Params, trajectory: Trajectory) -> tuple[torch.Tensor, torch.Tensor]:
     """log π(a_t|s_t) of the taken actions and the policy's entropy at each step, (agents, envs, steps) each."""
-    log_probabilities = torch.log_softmax(apply_heads(actor, trajectory.index, trajectory.time), -1)
-    taken = log_probabilities.gather(-1, trajectory.action[..., None]).squeeze(-1)
-    entropy = -(log_probabilities.exp() * log_probabilities).sum(-1)
-    return taken, entropy
+    return taken_log_probabilities(apply_heads(actor, trajectory.index, trajectory.time), trajectory.action)
 
 
 def per_agent_mean(values: torch.Tensor) -> torch.Tensor:
@@ -1081,9 +1085,7 @@ class NetworkAgent:
 
     def log_probabilities(self, trajectory: ObservationTrajectory) -> tuple[torch.Tensor, torch.Tensor]:
         """log π(a_t|s_t) of the taken actions and the policy's entropy, (agents, envs, steps) each."""
-        log_probabilities = torch.log_softmax(self.actor(trajectory.observation), -1)
-        taken = log_probabilities.gather(-1, trajectory.action[..., None]).squeeze(-1)
-        return taken, -(log_probabilities.exp() * log_probabilities).sum(-1)
+        return taken_log_probabilities(self.actor(trajectory.observation), trajectory.action)
 
     def step(self, loss: torch.Tensor) -> None:
         """One optimiser step of both networks on `loss`."""
