@@ -100,7 +100,8 @@ class DatasetNeighbourSearch:
         self.device = states.device
         self.keys = torch.cat([self.beta * states, actions], dim=1).float().contiguous()
         self.actions = actions.float().contiguous()
-        candidates, squared_distances = state_neighbours(states.cpu().numpy(), num_candidates, cache=cache)
+        states_array = states.cpu().numpy()
+        candidates, squared_distances = state_neighbours(states_array, num_candidates, cache=cache)
         self.candidates = torch.as_tensor(candidates, device=self.device)
         # The state part of a query's distance to each candidate, β²‖s_j − s_c‖², is fixed: only the action part
         # is computed per query. Points outside a state's list are at least its last entry away.
@@ -108,9 +109,7 @@ class DatasetNeighbourSearch:
         self.bounds = self.state_distances[:, -1]
         self.wide_candidates: torch.Tensor | None = None
         if num_candidates < num_wide_candidates < len(states):
-            wide, wide_distances = state_neighbours(
-                states.cpu().numpy(), num_wide_candidates, cache=cache, all_distances=False
-            )
+            wide, wide_distances = state_neighbours(states_array, num_wide_candidates, cache=cache, all_distances=False)
             self.wide_candidates = torch.as_tensor(wide, device=self.device)
             self.wide_bounds = torch.as_tensor(self.beta**2 * wide_distances[:, -1], device=self.device)
         # What the last full search at each state found: its `num_remembered` nearest keys (−1: none yet), the
