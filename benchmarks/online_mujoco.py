@@ -469,11 +469,12 @@ def main(settings: Settings) -> None:
     if unknown:
         raise SystemExit(f"unknown algorithm(s) {sorted(unknown)}; choose from {', '.join(FAMILIES)}")
     finished = {path.stem for path in (settings.out / "online_mujoco").glob("*.json")}
+    # seed-major, so that a sweep cut short leaves whole seeds of every algorithm and task
     jobs = [
         (algorithm, framework, env_id, seed)
-        for algorithm in settings.algorithms
-        for env_id in settings.envs
         for seed in settings.seeds
+        for env_id in settings.envs
+        for algorithm in settings.algorithms
         for framework in settings.frameworks
         if run_name(algorithm, framework, env_id, seed) not in finished
         and (framework == "policylab" or algorithm in ALGORITHMS)
