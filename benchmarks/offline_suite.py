@@ -200,7 +200,9 @@ def train(run: Run, dataset: OfflineDataset, config: AgentConfig, settings: Sett
             resume=True,
             progress=False,
         )
-    evaluations = [row for row in MetricLogger(run_dir, tensorboard=False).read() if row.get("eval/return_mean")]
+    rows = MetricLogger(run_dir, tensorboard=False).read()
+    evaluations = [row for row in rows if row.get("eval/return_mean")]
+    rates = [float(row["time/updates_per_second"]) for row in rows if row.get("time/updates_per_second")]
     normalized = bool(evaluations) and bool(evaluations[0].get("eval/normalized_score"))
     return {
         **dataclasses.asdict(run),
@@ -213,6 +215,8 @@ def train(run: Run, dataset: OfflineDataset, config: AgentConfig, settings: Sett
         "machine": machine(),
         "torch": torch.__version__,
         "torch_threads": settings.threads,
+        # the rate of the process that finished the run, since it started or resumed, evaluations included
+        "updates_per_second": rates[-1] if rates else None,
     }
 
 

@@ -7,6 +7,7 @@ dataset-derived state such as normalisation statistics, `prepare(dataset)`); `fi
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -134,6 +135,7 @@ class OfflineAgent(Agent):
             start = self._start_or_resume(run, buffer, logger, settings, resume)
         accumulator = MetricAccumulator()
         result: EvaluationResult | None = None
+        started = time.perf_counter()
         with progress_bar(steps, initial=start, description=type(self).__name__, enabled=progress) as bar:
             for step in range(start + 1, steps + 1):
                 accumulator.add(self.update(buffer.sample(batch_size)))
@@ -142,6 +144,8 @@ class OfflineAgent(Agent):
                 metrics: dict[str, float] = {}
                 if step % log_every == 0 or step == steps:
                     metrics.update(accumulator.means())
+                    # this process's rate since it started or resumed, evaluations included
+                    metrics["time/updates_per_second"] = (step - start) / max(time.perf_counter() - started, 1e-9)
                 if eval_env is not None and (step % eval_every == 0 or step == steps):
                     result = self.evaluate(eval_env, eval_episodes)
                     metrics.update(result.metrics())

@@ -45,6 +45,7 @@ def test_sweep_writes_one_cell_per_algorithm_and_dataset_and_skips_finished_runs
         assert cell["metric"] == "return" and cell["seeds"] == [0] and cell["std"] == 0.0  # Pendulum: raw returns
         run = json.loads((settings.out / "runs" / f"{cell['algorithm']}-gen_pendulum-scripted-v0-s0.json").read_text())
         assert run["steps"] == [100, 200] and cell["mean"] == pytest.approx(sum(run["returns"]) / 2)
+        assert run["updates_per_second"] > 0  # logged by fit as time/updates_per_second
     assert summary["pending"] == [] and summary["average"]["datasets"] == []
     table = (settings.out / "offline_suite.md").read_text()
     assert "last 2 evaluations" in table and "raw returns are reported for: gen/pendulum-scripted-v0" in table
