@@ -329,6 +329,15 @@ def run_one(algorithm: str, framework: str, env_id: str, seed: int, settings: Se
     return result
 
 
+def budget_text(settings: Settings, families: set[str]) -> str:
+    """The step budget and evaluation interval of each family that has runs."""
+    parts = {
+        "sac": f"SAC {settings.sac_steps:,} env steps (evaluated every {settings.sac_eval_every:,})",
+        "ppo": f"PPO {settings.ppo_steps:,} env steps (evaluated every {settings.ppo_eval_every:,})",
+    }
+    return ", ".join(text for family, text in parts.items() if family in families) or "no runs yet"
+
+
 def _machine() -> str:
     import os
 
@@ -371,15 +380,17 @@ def report(settings: Settings) -> None:
     summary = {"machine": _machine(), "rows": rows}
     (settings.out / "online_mujoco.json").write_text(json.dumps(summary, indent=1) + "\n")
 
-    import stable_baselines3
     import torch
 
     first = results[0] if results else {}
-    frameworks = " vs ".join(sorted({result["framework"] for result in results}))
+    frameworks = sorted({result["framework"] for result in results})
+    if "sb3" in frameworks:
+        import stable_baselines3
+
+        frameworks[frameworks.index("sb3")] = f"sb3 (Stable-Baselines3 {stable_baselines3.__version__})"
     lines = [
-        f"{frameworks} (Stable-Baselines3 {stable_baselines3.__version__}), torch {torch.__version__}, on "
-        f"{summary['machine']}. Budget per run: SAC {settings.sac_steps:,} env steps (evaluated every "
-        f"{settings.sac_eval_every:,}), PPO {settings.ppo_steps:,} (every {settings.ppo_eval_every:,}); "
+        f"{' vs '.join(frameworks)}, torch {torch.__version__}, on "
+        f"{summary['machine']}. Budget per run: {budget_text(settings, {FAMILIES[r['algorithm']] for r in results})}; "
         f"{settings.eval_episodes} deterministic episodes per evaluation; seeds {list(settings.seeds)}. Final = last "
         "evaluation, AUC = mean evaluated return over the run. env-steps/s is the learning runs' own training "
         f"throughput ({first.get('torch_threads', settings.threads)} torch thread each, "

@@ -1,0 +1,54 @@
+"""benchmarks/online_mujoco.py's report from finished run files, without Stable-Baselines3 installed."""
+
+import json
+import sys
+
+import online_mujoco  # benchmarks/online_mujoco.py (conftest puts benchmarks/ on the path)
+import pytest
+
+
+def write_run(out, algorithm, seed, final, sampling_errors):
+    run = {
+        "algorithm": algorithm,
+        "framework": "policylab",
+        "env_id": "Hopper-v5",
+        "seed": seed,
+        "total_steps": 20480,
+        "steps": [10240, 20480],
+        "returns": [final / 2, final],
+        "final_return": final,
+        "auc_return": 0.75 * final,
+        "env_steps_per_second": 1000.0,
+        "sampling_error_steps": [10240, 20480],
+        "sampling_errors": sampling_errors,
+        "torch_threads": 1,
+        "parallel_runs": 2,
+    }
+    path = out / "online_mujoco" / f"{online_mujoco.run_name(algorithm, 'policylab', 'Hopper-v5', seed)}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(run))
+
+
+def test_report_of_policylab_runs_needs_no_stable_baselines3(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "stable_baselines3", None)  # importing it now raises ImportError
+    write_run(tmp_path, "props", 0, 100.0, [0.01, 0.03])
+    write_run(tmp_path, "props", 1, 300.0, [0.02, 0.02])
+    write_run(tmp_path, "ppo-buffer", 0, 200.0, [0.04, 0.06])
+    settings = online_mujoco.Settings(
+        algorithms=("props", "ppo-buffer"), frameworks=("policylab",), seeds=(0, 1), ppo_steps=20480, out=tmp_path
+    )
+    online_mujoco.report(settings)
+
+    table = (tmp_path / "online_mujoco.md").read_text()
+    assert table.startswith("policylab, torch ")
+    assert "Budget per run: PPO 20,480 env steps (evaluated every 10,240);" in table and "SAC" not in table
+    assert "| PROPS | Hopper-v5 | policylab | 20,480 | 2 | 200 (100–300) | 150 (75–225) | 1000 | – | 0.0200 |" in table
+    assert (
+        "| PPO-BUFFER | Hopper-v5 | policylab | 20,480 | 1 | 200 (200–200) | 150 (150–150) | 1000 | – | 0.0500 |"
+        in table
+    )
+    rows = json.loads((tmp_path / "online_mujoco.json").read_text())["rows"]
+    assert {row["algorithm"]: row["sampling_error_mean"] for row in rows} == pytest.approx(
+        {"props": 0.02, "ppo-buffer": 0.05}
+    )
+    assert (tmp_path / "online_mujoco.png").exists() and (tmp_path / "online_mujoco_sampling_error.png").exists()
