@@ -31,7 +31,9 @@ and the mixture's defaults; its comparison with the unimodal policies at equal s
 PROPS (`props`), its control PPO-buffer (`ppo-buffer`, b = 2, sampled by the current policy) and PPO as the paper
 runs it (`ppo-b1`: the same class, settings and network with a one-batch buffer) take the authors' tuned settings per
 task and the PPO step budget; their runs also record the buffer's sampling error (every `sampling_error_every` PPO
-updates), summarised in the table and drawn in `online_mujoco_sampling_error.png`:
+updates), and PROPS's runs its on-policy reference as the authors measure it (the sampling error of an on-policy
+buffer collected by the same target policies), summarised in the table and drawn in `online_mujoco_sampling_error.png`
+(references dashed):
 
     python benchmarks/online_mujoco.py --algorithms ppo-b1 ppo-buffer props --frameworks policylab \
         --ppo-steps 1000000 --seeds 0 1 2 --out benchmarks/results/props
@@ -161,7 +163,8 @@ def make_policylab_agent(algorithm: str, env_id: str, seed: int, sampling_error_
     )
 
     if algorithm == "props":
-        return PROPS(env_id, PROPSConfig(seed=seed, sampling_error_every=sampling_error_every))
+        config = PROPSConfig(seed=seed, sampling_error_every=sampling_error_every, on_policy_reference=True)
+        return PROPS(env_id, config)
     if algorithm in ("ppo-buffer", "ppo-b1"):
         batches = 2 if algorithm == "ppo-buffer" else 1
         config = PPOBufferConfig(seed=seed, buffer_batches=batches, sampling_error_every=sampling_error_every)
@@ -252,9 +255,14 @@ def train_policylab(algorithm: str, env_id: str, seed: int, steps: int, eval_eve
         "steps": clock.steps,
         "returns": clock.returns,
     }
-    sampling_error_steps, sampling_errors = _metric_curve(run_dir, "train/sampling_error")
-    if sampling_errors:
-        result |= {"sampling_error_steps": sampling_error_steps, "sampling_errors": sampling_errors}
+    # the buffer's sampling error, and PROPS's on-policy reference (the same policies sampling on-policy)
+    for key, metric in (
+        ("sampling_error", "train/sampling_error"),
+        ("on_policy_reference", "train/sampling_error_on_policy"),
+    ):
+        measured_at, values = _metric_curve(run_dir, metric)
+        if values:
+            result |= {f"{key}_steps": measured_at, f"{key}s": values}
     return result
 
 
@@ -374,7 +382,8 @@ def report(settings: Settings) -> None:
                 "auc_min": min(aucs),
                 "auc_max": max(aucs),
                 "env_steps_per_second": float(np.mean(speeds)),
-                "sampling_error_mean": _mean_sampling_error(runs),
+                "sampling_error_mean": _mean_curve(runs, "sampling_errors"),
+                "on_policy_reference_mean": _mean_curve(runs, "on_policy_references"),
             }
         )
     summary = {"machine": _machine(), "rows": rows}
@@ -398,8 +407,8 @@ def report(settings: Settings) -> None:
         "`online_speed.py` measures speed alone.",
         "",
         "| algorithm | task | framework | env steps | seeds | final return (min–max) | AUC return (min–max) "
-        "| env-steps/s | speed vs SB3 | sampling error (mean over run) |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| env-steps/s | speed vs SB3 | sampling error (mean over run) | its on-policy reference (mean) |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in rows:
         sb3 = next(
@@ -416,7 +425,11 @@ def report(settings: Settings) -> None:
             f"{len(row['seeds'])} | {row['final_mean']:.0f} ({row['final_min']:.0f}–{row['final_max']:.0f}) | "
             f"{row['auc_mean']:.0f} ({row['auc_min']:.0f}–{row['auc_max']:.0f}) | "
             f"{row['env_steps_per_second']:.0f} | {ratio} | "
-            + (f"{row['sampling_error_mean']:.4f} |" if row["sampling_error_mean"] is not None else "– |")
+            + " | ".join(
+                f"{row[key]:.4f}" if row[key] is not None else "–"
+                for key in ("sampling_error_mean", "on_policy_reference_mean")
+            )
+            + " |"
         )
     (settings.out / "online_mujoco.md").write_text("\n".join(lines) + "\n")
 
@@ -445,9 +458,9 @@ def report(settings: Settings) -> None:
     _plot_sampling_errors([r for r in results if r.get("sampling_errors")], colors, settings.out, plt)
 
 
-def _mean_sampling_error(runs: list[dict]) -> float | None:
-    """Mean over runs of each run's mean sampling error (None when the runs did not measure it)."""
-    means = [float(np.mean(run["sampling_errors"])) for run in runs if run.get("sampling_errors")]
+def _mean_curve(runs: list[dict], key: str) -> float | None:
+    """Mean over runs of each run's mean of the curve `key` (None when the runs did not measure it)."""
+    means = [float(np.mean(run[key])) for run in runs if run.get(key)]
     return float(np.mean(means)) if means else None
 
 
@@ -464,6 +477,16 @@ def _plot_sampling_errors(results: list[dict], colors: dict, out: Path, plt) -> 
             label = None if curve in labelled else f"{run['algorithm']}, {run['framework']}"
             labelled.add(curve)
             axis.plot(run["sampling_error_steps"], run["sampling_errors"], color=colors[curve], alpha=0.8, label=label)
+            if run.get("on_policy_references"):  # the same target policies sampling on-policy, dashed
+                reference_label = None if label is None else f"{run['algorithm']}'s on-policy reference"
+                axis.plot(
+                    run["on_policy_reference_steps"],
+                    run["on_policy_references"],
+                    color=colors[curve],
+                    alpha=0.8,
+                    linestyle="--",
+                    label=reference_label,
+                )
         axis.set_title(f"sampling error, {env_id}")
         axis.set_xlabel("env steps")
         axis.set_ylabel("KL(π_D ‖ π_θ)")

@@ -164,15 +164,19 @@ class OnlineAgent(Agent):
         if self.envs is None:
             if self.env_id is None:
                 raise ValueError("this agent was built from spaces: pass env= (a task id or VecEnv) to learn()")
-            cfg = self.config
-            backend = supported_backends(self.env_id, self.device)[0] if cfg.backend == "auto" else cfg.backend
-            # Tensor-native backends run on the agent's device; numpy ones are converted in `step_envs`, which
-            # reads only what training needs (cheaper than converting every info array each step).
-            device = self.device if backend in ("torch", "warp") else None
-            self.envs = make_vec_env(self.env_id, cfg.num_envs, backend=backend, seed=cfg.seed, device=device)
+            self.envs = self.build_envs(self.config.seed)
         if self.envs.num_envs != self.config.num_envs:
             raise ValueError(f"the envs hold {self.envs.num_envs} copies but config.num_envs={self.config.num_envs}")
         return self.envs
+
+    def build_envs(self, seed: int) -> VecEnv:
+        """`config.num_envs` new copies of the agent's task on `config.backend`, seeded with `seed`."""
+        cfg = self.config
+        backend = supported_backends(self.env_id, self.device)[0] if cfg.backend == "auto" else cfg.backend
+        # Tensor-native backends run on the agent's device; numpy ones are converted in `step_envs`, which
+        # reads only what training needs (cheaper than converting every info array each step).
+        device = self.device if backend in ("torch", "warp") else None
+        return make_vec_env(self.env_id, cfg.num_envs, backend=backend, seed=seed, device=device)
 
     def learn(
         self,

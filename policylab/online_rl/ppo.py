@@ -339,23 +339,28 @@ class PPO(OnlineAgent):
             metrics["train/sampling_error"] = sampling_error
         return metrics
 
-    def _sampling_error(self) -> torch.Tensor | None:
-        """KL(π_D ‖ π_θ) of the buffer's data every `sampling_error_every` updates (`core.sampling_error`), else
-        None. Its minibatches come from a generator seeded by the update, so training's random stream is untouched
-        and a resumed run measures the same."""
+    def _measured_update(self) -> int | None:
+        """The coming update's index if its data's sampling error is measured (every `sampling_error_every`)."""
         cfg = self.config
         update = self.num_timesteps // (cfg.rollout_steps * cfg.num_envs)
-        if cfg.sampling_error_every == 0 or update % cfg.sampling_error_every != 0:
+        return update if cfg.sampling_error_every and update % cfg.sampling_error_every == 0 else None
+
+    def _sampling_error(self) -> torch.Tensor | None:
+        """KL(π_D ‖ π_θ) of the buffer's data before a measured update (`core.sampling_error`), else None."""
+        update = self._measured_update()
+        if update is None:
             return None
-        observations = self.buffer.observations.flatten(0, 1)
-        actions = self.buffer.actions.flatten(0, 1)
-        return sampling_error(
-            self.policy,
-            observations,
-            actions,
-            minibatch_size=512 * self.buffer.size // (cfg.rollout_steps * cfg.num_envs),
-            seed=cfg.seed + update,
+        return self._sampling_error_of(
+            self.buffer.observations.flatten(0, 1), self.buffer.actions.flatten(0, 1), update
         )
+
+    def _sampling_error_of(self, observations: torch.Tensor, actions: torch.Tensor, update: int) -> torch.Tensor:
+        """KL(π_D ‖ π_θ) of normalised `observations` and `actions` [n, ...], minibatches of 512 per rollout batch
+        drawn from a generator seeded by the update, so training's random stream is untouched and a resumed run
+        measures the same."""
+        cfg = self.config
+        minibatch_size = 512 * len(observations) // (cfg.rollout_steps * cfg.num_envs)
+        return sampling_error(self.policy, observations, actions, minibatch_size=minibatch_size, seed=cfg.seed + update)
 
     def _auxiliary_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor | None, dict[str, torch.Tensor]]:
         """A loss a variant adds to each minibatch's (PMOE's gate and auxiliary Q), with its metrics (full names)."""

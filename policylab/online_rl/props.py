@@ -11,7 +11,10 @@ over the buffer (less its m oldest transitions once full: the coming batch evict
 before a minibatch whose estimate mean[(ρ − 1) − log ρ] of KL(π_θ ‖ π_φ) passes δ_P. Every n steps PPO updates θ on the
 whole buffer. The buffer keeps raw observations and rewards: before each update they are normalised with the current
 running statistics, and log π_θ, V and GAE are recomputed over the whole buffer with the current θ. Sampling error
-(`core.sampling_error`, KL between the buffer's empirical policy and π_θ) is logged as `train/sampling_error`.
+(`core.sampling_error`, KL between the buffer's empirical policy and π_θ) is logged as `train/sampling_error`; with
+`on_policy_reference`, beside it the authors' reference, `train/sampling_error_on_policy`: the sampling error of a
+buffer of the same size that the same target policies (θ of each batch) collect on-policy in a separate copy of the
+task, so that PROPS is compared with on-policy sampling along its own sequence of policies.
 
 Registered as `props`, with the authors' tuned settings for the task where a field is left unset (`TASK_SETTINGS`),
 and `ppo-buffer`: the same buffer sampled by π_θ itself (b = 2), the paper's control. With `buffer_batches=1` and
@@ -27,6 +30,7 @@ and PPO's target KL is checked after each epoch (the library's PPO), where their
 
 from __future__ import annotations
 
+import collections
 import copy
 import dataclasses
 import math
@@ -68,6 +72,7 @@ TASK_SETTINGS: dict[str, TaskSettings] = {
     "ant": TaskSettings(2048, 256, 1e-4, 1e-3, 0.03, 0.1, 16, 0.05),
     "humanoid": TaskSettings(8192, 256, 1e-4, 1e-4, 0.1, 0.1, 32, 0.3),
 }
+REFERENCE_SEED_OFFSET = 20_000  # seeds of the on-policy reference's envs and noise: config.seed + this + update
 DEFAULT_TASK = "hopper"  # whose settings tasks the authors did not tune take
 
 
@@ -107,6 +112,10 @@ class PROPSConfig(PPOConfig):
     """gradient norm clip of the behaviour update"""
     tanh_mean: bool = True
     """squash the Gaussian policy's mean with tanh (the authors' network)"""
+    on_policy_reference: bool = False
+    """with each sampling error, also log `train/sampling_error_on_policy`: the sampling error of an on-policy buffer
+    of the same size collected by the same target policies (the one of each batch), in a separate copy of the task
+    (the authors' `se_ref`, the reference their figures compare PROPS with)"""
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -203,6 +212,9 @@ class PROPS(PPO):
         self.behaviour_policy = copy.deepcopy(self.policy)
         self.behaviour_optimizer = adam(self.behaviour_policy.parameters(), lr=cfg.behaviour_learning_rate, eps=1e-5)
         self.history: BatchHistory | None = None
+        # with `on_policy_reference`: θ as it was while each batch in the buffer was collected, oldest first
+        self.batch_policies: collections.deque[dict[str, torch.Tensor]] = collections.deque(maxlen=cfg.buffer_batches)
+        self._reference_envs: VecEnv | None = None
 
     def _build_policy(self, observation_dim: int) -> ActorCritic:
         policy = super()._build_policy(observation_dim)
@@ -222,13 +234,18 @@ class PROPS(PPO):
         """n steps in batches of m, each preceded by a behaviour update (PROPS), then a PPO update on the buffer."""
         cfg = self.config
         self._anneal_learning_rate()
+        if cfg.on_policy_reference:
+            self.batch_policies.append(copy.deepcopy(self.policy.state_dict()))
         behaviour_metrics = []
         for _ in range(cfg.rollout_steps // cfg.behaviour_steps):
             if cfg.sampling == "props" and self.history.size > 0:
                 behaviour_metrics.append(self._update_behaviour())
             self._collect(envs, cfg.behaviour_steps)
         self.buffer = self._rollout_from_history()
+        reference = self._on_policy_reference_error()
         metrics = self.update()
+        if reference is not None:
+            metrics["train/sampling_error_on_policy"] = reference
         if behaviour_metrics:
             metrics |= {name: torch.stack([m[name] for m in behaviour_metrics]).mean() for name in behaviour_metrics[0]}
         return metrics
@@ -281,6 +298,36 @@ class PROPS(PPO):
         buffer.compute_advantages(last_values, cfg.discount, cfg.gae_lambda)
         return buffer
 
+    @torch.no_grad()
+    def _on_policy_reference_error(self) -> torch.Tensor | None:
+        """Before a measured update, with `on_policy_reference`: the sampling error of `rollout_steps` on-policy steps
+        per env of each policy in `batch_policies`, from a fresh reset of a separate copy of the task. Reset and
+        action noise are seeded by the update, on a forked random stream, so training is untouched and a resumed
+        run measures the same."""
+        cfg = self.config
+        update = self._measured_update()
+        if not cfg.on_policy_reference or update is None:
+            return None
+        if self._reference_envs is None:
+            self._reference_envs = self.build_envs(cfg.seed + REFERENCE_SEED_OFFSET)
+        envs, sampler = self._reference_envs, copy.deepcopy(self.policy)
+        seed = cfg.seed + REFERENCE_SEED_OFFSET + update
+        visited, taken = [], []
+        with torch.random.fork_rng(devices=[self.device] if self.device.type == "cuda" else []):
+            torch.manual_seed(seed)
+            observations = self._as_float(envs.reset(seed=seed)[0])
+            for state in self.batch_policies:
+                sampler.load_state_dict(state)
+                for _ in range(cfg.rollout_steps):
+                    actions = sampler.sample(self._normalize(observations))[0]
+                    visited.append(observations)
+                    taken.append(actions)
+                    env_actions = actions if self._action_bounds is None else actions.clamp(*self._action_bounds)
+                    observations = self._as_float(
+                        envs.step(env_actions if envs.returns_tensors else env_actions.cpu().numpy())[0]
+                    )
+        return self._sampling_error_of(self._normalize(torch.cat(visited)), torch.cat(taken), update)
+
     def _update_behaviour(self) -> dict[str, torch.Tensor]:
         """φ ← θ, then PROPS epochs on the history (less the steps the next batch evicts)."""
         cfg = self.config
@@ -326,11 +373,16 @@ class PROPS(PPO):
     # -- resumable state -----------------------------------------------------------------------------
 
     def training_state(self) -> dict:
-        return super().training_state() | {"history": self.history.state_dict()}
+        return super().training_state() | {
+            "history": self.history.state_dict(),
+            "batch_policies": list(self.batch_policies),
+        }
 
     def load_training_state(self, state: dict, run: RunDirectory) -> None:
         super().load_training_state(state, run)
         self.history.load_state_dict(state["history"])
+        self.batch_policies.clear()
+        self.batch_policies.extend(state.get("batch_policies", []))
 
 
 @register_agent("ppo-buffer")

@@ -7,7 +7,7 @@ import online_mujoco  # benchmarks/online_mujoco.py (conftest puts benchmarks/ o
 import pytest
 
 
-def write_run(out, algorithm, seed, final, sampling_errors):
+def write_run(out, algorithm, seed, final, sampling_errors, references=None):
     run = {
         "algorithm": algorithm,
         "framework": "policylab",
@@ -24,6 +24,8 @@ def write_run(out, algorithm, seed, final, sampling_errors):
         "torch_threads": 1,
         "parallel_runs": 2,
     }
+    if references is not None:  # PROPS's on-policy reference
+        run |= {"on_policy_reference_steps": [10240, 20480], "on_policy_references": references}
     path = out / "online_mujoco" / f"{online_mujoco.run_name(algorithm, 'policylab', 'Hopper-v5', seed)}.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(run))
@@ -31,8 +33,8 @@ def write_run(out, algorithm, seed, final, sampling_errors):
 
 def test_report_of_policylab_runs_needs_no_stable_baselines3(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "stable_baselines3", None)  # importing it now raises ImportError
-    write_run(tmp_path, "props", 0, 100.0, [0.01, 0.03])
-    write_run(tmp_path, "props", 1, 300.0, [0.02, 0.02])
+    write_run(tmp_path, "props", 0, 100.0, [0.01, 0.03], references=[0.02, 0.04])
+    write_run(tmp_path, "props", 1, 300.0, [0.02, 0.02], references=[0.03, 0.03])
     write_run(tmp_path, "ppo-buffer", 0, 200.0, [0.04, 0.06])
     settings = online_mujoco.Settings(
         algorithms=("props", "ppo-buffer"), frameworks=("policylab",), seeds=(0, 1), ppo_steps=20480, out=tmp_path
@@ -51,4 +53,8 @@ def test_report_of_policylab_runs_needs_no_stable_baselines3(tmp_path, monkeypat
     assert {row["algorithm"]: row["sampling_error_mean"] for row in rows} == pytest.approx(
         {"props": 0.02, "ppo-buffer": 0.05}
     )
+    assert {row["algorithm"]: row["on_policy_reference_mean"] for row in rows} == {
+        "props": pytest.approx(0.03),
+        "ppo-buffer": None,
+    }
     assert (tmp_path / "online_mujoco.png").exists() and (tmp_path / "online_mujoco_sampling_error.png").exists()

@@ -1,4 +1,5 @@
 import copy
+import csv
 import json
 import math
 
@@ -163,3 +164,28 @@ def test_sampling_error_is_refused_for_a_policy_without_a_closed_form_distributi
         PMOEPPO("Pendulum-v1", PMOEPPOConfig(sampling_error_every=1))
     with pytest.raises(ValueError, match="0 \\(never\\) or positive"):
         PROPSConfig(sampling_error_every=-1)
+
+
+def test_on_policy_reference_leaves_training_untouched_and_matches_an_on_policy_buffer(tmp_path):
+    # The reference re-collects the buffer on-policy with the batches' own target policies. Measuring it must not
+    # change training; for PPO-buffer, whose buffer is itself on-policy, both sampling errors estimate the same thing.
+    runs = {}
+    for name, reference in (("plain", False), ("with reference", True)):
+        settings = vars(cartpole_config(sampling_error_every=1, on_policy_reference=reference))
+        runs[name] = PPOBuffer("CartPole-v1", PPOBufferConfig(**(settings | {"sampling": "on-policy"})))
+        runs[name].learn(6 * 1024, eval_every=10**9, eval_episodes=1, run_dir=tmp_path / name, progress=False)
+    for parameter, reference in zip(runs["with reference"].policy.parameters(), runs["plain"].policy.parameters()):
+        torch.testing.assert_close(parameter, reference, rtol=0, atol=0)
+    agent = runs["with reference"]
+    assert len(agent.batch_policies) == 2  # θ of each batch in the buffer; the newest is θ before the last update
+    assert any(
+        not torch.equal(old, new)
+        for old, new in zip(agent.batch_policies[-1].values(), agent.policy.state_dict().values())
+    )
+
+    with open(tmp_path / "with reference" / "metrics.csv") as file:
+        rows = [row for row in csv.DictReader(file) if row.get("train/sampling_error_on_policy")]
+    own = [float(row["train/sampling_error"]) for row in rows]
+    reference = [float(row["train/sampling_error_on_policy"]) for row in rows]
+    assert len(rows) >= 4 and min(reference) > 0
+    assert 0.5 < sum(reference) / sum(own) < 2.0
