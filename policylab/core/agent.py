@@ -15,6 +15,7 @@ up by name in the registry that `register_agent` fills, never imported from a pa
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 import os
 import random
@@ -147,6 +148,17 @@ class AgentConfig:
 def config_to_dict(config: Any) -> dict[str, Any]:
     """A config dataclass as JSON-friendly data (tuples become lists)."""
     return dataclasses.asdict(config)
+
+
+def recorded_defaults(config_class: type) -> dict[str, Any]:
+    """The default of each field of a config dataclass that has one, as a run's config.json records it."""
+    defaults = {}
+    for field in dataclasses.fields(config_class):
+        if field.default is not dataclasses.MISSING:
+            defaults[field.name] = field.default
+        elif field.default_factory is not dataclasses.MISSING:
+            defaults[field.name] = field.default_factory()
+    return json.loads(json.dumps(defaults, default=str))
 
 
 def config_from_dict(config_class: type, values: Mapping[str, Any]) -> Any:
@@ -346,9 +358,16 @@ class Agent:
         """Record the run's config; when resuming, restore agent and random state from the checkpoint and
         return its payload (None for a fresh run). `settings` are the loop's arguments."""
         config = {"algorithm": self.algorithm_name, "agent": config_to_dict(self.config), **settings}
+        defaults = recorded_defaults(self.config_class)
 
-        def compared(config: dict[str, Any]) -> tuple[str, dict[str, Any]]:  # a run may continue on another device
-            return config["algorithm"], {key: value for key, value in config["agent"].items() if key != "device"}
+        def compared(config: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+            # A run may continue on another device, and a field added to the config since it began changes
+            # nothing while it keeps its default: fields at their defaults are left out on both sides.
+            agent = config["agent"]
+            at_default = {key for key, value in agent.items() if key in defaults and defaults[key] == value}
+            return config["algorithm"], {
+                key: value for key, value in agent.items() if key not in at_default | {"device"}
+            }
 
         if not run.begin(config, resume, compared=compared):
             return None

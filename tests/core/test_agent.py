@@ -1,5 +1,6 @@
 """The agent contract: save/load, safe checkpoints, and resuming a killed run exactly."""
 
+import json
 import pickle
 
 import numpy as np
@@ -108,6 +109,22 @@ def test_resume_with_another_config_is_refused(random_dataset, tmp_path):
     other = TD3BC.from_dataset(random_dataset, TD3BCConfig(seed=0, alpha=5.0, **SMALL))
     with pytest.raises(ValueError, match="different configuration"):
         other.fit(random_dataset, steps=20, run_dir=tmp_path, resume=True, progress=False)
+
+
+def test_a_field_added_to_the_config_since_the_run_began_resumes_only_at_its_default(random_dataset, tmp_path):
+    TD3BC.from_dataset(random_dataset, TD3BCConfig(seed=0, **SMALL)).fit(
+        random_dataset, steps=10, run_dir=tmp_path, progress=False
+    )
+    recorded = json.loads((tmp_path / "config.json").read_text())
+    del recorded["agent"]["alpha"]  # as if the run began before the config had this field
+    (tmp_path / "config.json").write_text(json.dumps(recorded))
+    with pytest.raises(ValueError, match="different configuration"):  # the old run did not have alpha = 5
+        TD3BC.from_dataset(random_dataset, TD3BCConfig(seed=0, alpha=5.0, **SMALL)).fit(
+            random_dataset, steps=20, run_dir=tmp_path, resume=True, progress=False
+        )
+    resumed = TD3BC.from_dataset(random_dataset, TD3BCConfig(seed=0, **SMALL))  # alpha at its default
+    resumed.fit(random_dataset, steps=20, run_dir=tmp_path, resume=True, progress=False)
+    assert resumed.num_updates == 20
 
 
 def test_act_rejects_wrong_observation_shape(random_dataset):
