@@ -364,10 +364,8 @@ class Agent:
             # A run may continue on another device, and a field added to the config since it began changes
             # nothing while it keeps its default: fields at their defaults are left out on both sides.
             agent = config["agent"]
-            at_default = {key for key, value in agent.items() if key in defaults and defaults[key] == value}
-            return config["algorithm"], {
-                key: value for key, value in agent.items() if key not in at_default | {"device"}
-            }
+            left_out = {"device"} | {key for key, value in agent.items() if key in defaults and defaults[key] == value}
+            return config["algorithm"], {key: value for key, value in agent.items() if key not in left_out}
 
         if not run.begin(config, resume, compared=compared):
             return None

@@ -117,13 +117,16 @@ class OnlineAgent(Agent):
 
     # -- stepping ----------------------------------------------------------------------------------
 
+    def env_actions(self, envs: VecEnv, actions: torch.Tensor) -> Any:
+        """`actions` as `envs.step` takes them: clipped to the action space (when `clip_actions`), numpy for numpy
+        backends."""
+        clipped = actions if self._action_bounds is None else actions.clamp(*self._action_bounds)
+        return clipped if envs.returns_tensors else clipped.cpu().numpy()
+
     def step_envs(self, envs: VecEnv, actions: torch.Tensor) -> EnvStep:
         """Apply `actions` (clipped to the action space) and advance observations, step count and episode
         statistics."""
-        env_actions = actions if self._action_bounds is None else actions.clamp(*self._action_bounds)
-        if not envs.returns_tensors:
-            env_actions = env_actions.cpu().numpy()
-        next_observations, rewards, terminations, truncations, info = envs.step(env_actions)
+        next_observations, rewards, terminations, truncations, info = envs.step(self.env_actions(envs, actions))
         next_observations = self._as_float(next_observations)
         rewards = self._as_float(rewards)
         terminations, truncations = self._as_float(terminations), self._as_float(truncations)

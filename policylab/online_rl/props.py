@@ -322,10 +322,7 @@ class PROPS(PPO):
                     actions = sampler.sample(self._normalize(observations))[0]
                     visited.append(observations)
                     taken.append(actions)
-                    env_actions = actions if self._action_bounds is None else actions.clamp(*self._action_bounds)
-                    observations = self._as_float(
-                        envs.step(env_actions if envs.returns_tensors else env_actions.cpu().numpy())[0]
-                    )
+                    observations = self._as_float(envs.step(self.env_actions(envs, actions))[0])
         return self._sampling_error_of(self._normalize(torch.cat(visited)), torch.cat(taken), update)
 
     def _update_behaviour(self) -> dict[str, torch.Tensor]:
