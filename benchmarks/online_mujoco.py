@@ -32,11 +32,16 @@ PROPS (`props`), its control PPO-buffer (`ppo-buffer`, b = 2, sampled by the cur
 runs it (`ppo-b1`: the same class, settings and network with a one-batch buffer) take the authors' tuned settings per
 task and the PPO step budget; their runs also record the buffer's sampling error (every `sampling_error_every` PPO
 updates), and PROPS's runs its on-policy reference as the authors measure it (the sampling error of an on-policy
-buffer collected by the same target policies), summarised in the table and drawn in `online_mujoco_sampling_error.png`
-(references dashed):
+buffer collected by the same target policies), summarised in the table, compared window by window (the ratio of
+the two over each 100k env steps) and drawn in `online_mujoco_sampling_error.png` (references dashed):
 
     python benchmarks/online_mujoco.py --algorithms ppo-b1 ppo-buffer props --frameworks policylab \
-        --ppo-steps 1000000 --seeds 0 1 2 --out benchmarks/results/props
+        --ppo-steps 1000000 --seeds 0 1 2 --out benchmarks/results/props_1m
+
+`--props-behaviour-learning-rate` changes PROPS's one setting the sampling-error ablation varies:
+
+    python benchmarks/online_mujoco.py --algorithms props --frameworks policylab --ppo-steps 1000000 --seeds 0 \
+        --props-behaviour-learning-rate 1e-4 --out benchmarks/results/props_1m_behaviour_lr
 
 Writes `<out>/online_mujoco.json`, `<out>/online_mujoco.md` and `<out>/online_mujoco.png`.
 """
@@ -97,6 +102,9 @@ class Settings:
     """episodes per evaluation"""
     sampling_error_every: int = 2
     """PPO updates between sampling-error measurements of props, ppo-buffer and ppo-b1"""
+    props_behaviour_learning_rate: float | None = None
+    """PROPS's behaviour-policy Adam learning rate (default: the authors' value for the task; set it for an ablation,
+    in an `--out` of its own)"""
     workers: int = 2
     """runs in parallel, one process each"""
     threads: int = 1
@@ -144,7 +152,13 @@ class EvalClock:
         return return_mean
 
 
-def make_policylab_agent(algorithm: str, env_id: str, seed: int, sampling_error_every: int = 2):
+def make_policylab_agent(
+    algorithm: str,
+    env_id: str,
+    seed: int,
+    sampling_error_every: int = 2,
+    props_behaviour_learning_rate: float | None = None,
+):
     """policylab's agent with the matched settings (the library defaults); PMOE with its family's settings; PROPS
     and its controls with the authors' settings for the task."""
     from policylab.online_rl import (
@@ -163,7 +177,12 @@ def make_policylab_agent(algorithm: str, env_id: str, seed: int, sampling_error_
     )
 
     if algorithm == "props":
-        config = PROPSConfig(seed=seed, sampling_error_every=sampling_error_every, on_policy_reference=True)
+        config = PROPSConfig(
+            seed=seed,
+            sampling_error_every=sampling_error_every,
+            on_policy_reference=True,
+            behaviour_learning_rate=props_behaviour_learning_rate,
+        )
         return PROPS(env_id, config)
     if algorithm in ("ppo-buffer", "ppo-b1"):
         batches = 2 if algorithm == "ppo-buffer" else 1
@@ -226,7 +245,9 @@ def make_sb3_model(algorithm: str, env_id: str, seed: int):
 
 
 def train_policylab(algorithm: str, env_id: str, seed: int, steps: int, eval_every: int, settings: Settings) -> dict:
-    agent = make_policylab_agent(algorithm, env_id, seed, settings.sampling_error_every)
+    agent = make_policylab_agent(
+        algorithm, env_id, seed, settings.sampling_error_every, settings.props_behaviour_learning_rate
+    )
     clock = EvalClock(env_id, settings.eval_episodes, seed)
     agent.evaluate = lambda env, episodes: clock.evaluate(agent)  # learn asks for this task and eval_episodes
     run_dir = settings.out / "work" / run_name(algorithm, "policylab", env_id, seed)
@@ -331,6 +352,8 @@ def run_one(algorithm: str, framework: str, env_id: str, seed: int, settings: Se
             "machine": _machine(),
         }
     )
+    if algorithm == "props" and settings.props_behaviour_learning_rate is not None:
+        result["props_behaviour_learning_rate"] = settings.props_behaviour_learning_rate
     path = settings.out / "online_mujoco" / f"{run_name(algorithm, framework, env_id, seed)}.json"
     text = json.dumps(result, indent=1) + "\n"
     atomic_write(path, lambda file: file.write(text.encode()))
@@ -404,7 +427,13 @@ def report(settings: Settings) -> None:
         "evaluation, AUC = mean evaluated return over the run. env-steps/s is the learning runs' own training "
         f"throughput ({first.get('torch_threads', settings.threads)} torch thread each, "
         f"{first.get('parallel_runs', settings.workers)} runs sharing the machine, evaluation excluded); "
-        "`online_speed.py` measures speed alone.",
+        "`online_speed.py` measures speed alone."
+        + "".join(
+            f" PROPS's behaviour learning rate: {rate:g} (an ablation; the authors' value for the task otherwise)."
+            for rate in sorted(
+                {r["props_behaviour_learning_rate"] for r in results if "props_behaviour_learning_rate" in r}
+            )
+        ),
         "",
         "| algorithm | task | framework | env steps | seeds | final return (min–max) | AUC return (min–max) "
         "| env-steps/s | speed vs SB3 | sampling error (mean over run) | its on-policy reference (mean) |",
@@ -431,6 +460,7 @@ def report(settings: Settings) -> None:
             )
             + " |"
         )
+    lines += _reference_ratio_table(results)
     (settings.out / "online_mujoco.md").write_text("\n".join(lines) + "\n")
 
     pairs = sorted({(FAMILIES[r["algorithm"]], r["env_id"]) for r in results})
@@ -456,6 +486,52 @@ def report(settings: Settings) -> None:
     figure.savefig(settings.out / "online_mujoco.png", dpi=100)
     plt.close(figure)
     _plot_sampling_errors([r for r in results if r.get("sampling_errors")], colors, settings.out, plt)
+
+
+def reference_ratios(run: dict, window: int = 100_000) -> list[dict]:
+    """A run's sampling error against its on-policy reference, over consecutive windows of `window` env steps (the
+    last window takes the measurements at the run's final step): per window the ratio of the two sums and how many
+    of its paired measurements the run's own is lower; [] when the run has no reference."""
+    if not run.get("on_policy_references"):
+        return []
+    own = dict(zip(run["sampling_error_steps"], run["sampling_errors"]))
+    reference = dict(zip(run["on_policy_reference_steps"], run["on_policy_references"]))
+    last_window = (run["total_steps"] - 1) // window
+    windows: dict[int, list[int]] = {}
+    for step in sorted(own.keys() & reference.keys()):
+        windows.setdefault(min(step // window, last_window), []).append(step)
+    return [
+        {
+            "start": index * window,
+            "ratio": sum(own[step] for step in steps) / sum(reference[step] for step in steps),
+            "lower": sum(own[step] < reference[step] for step in steps),
+            "measurements": len(steps),
+        }
+        for index, steps in sorted(windows.items())
+    ]
+
+
+def _reference_ratio_table(results: list[dict], window: int = 100_000) -> list[str]:
+    """Markdown lines: `reference_ratios` of every run that measured its on-policy reference, one row per run."""
+    rows = {(r["algorithm"], r["env_id"], r["seed"]): reference_ratios(r, window) for r in results}
+    rows = {key: ratios for key, ratios in sorted(rows.items()) if ratios}
+    if not rows:
+        return []
+    windows = max(len(ratios) for ratios in rows.values())
+    lines = [
+        "",
+        "Sampling error against the on-policy reference: the ratio of their sums over each window of "
+        f"{window:,} env steps (below 1: the buffer is closer to on-policy than on-policy sampling gets), with how "
+        "many of the window's paired measurements are lower than the reference's.",
+        "",
+        "| run | " + " | ".join(f"{i * window // 1000}k–" for i in range(windows)) + " |",
+        "|---|" + "---|" * windows,
+    ]
+    for (algorithm, env_id, seed), ratios in rows.items():
+        cells = [f"{r['ratio']:.2f} ({r['lower']}/{r['measurements']})" for r in ratios]
+        cells += ["–"] * (windows - len(cells))
+        lines.append(f"| {algorithm.upper()} {env_id} seed {seed} | " + " | ".join(cells) + " |")
+    return lines
 
 
 def _mean_curve(runs: list[dict], key: str) -> float | None:

@@ -58,3 +58,25 @@ def test_report_of_policylab_runs_needs_no_stable_baselines3(tmp_path, monkeypat
         "ppo-buffer": None,
     }
     assert (tmp_path / "online_mujoco.png").exists() and (tmp_path / "online_mujoco_sampling_error.png").exists()
+    # PROPS's sampling error over its reference's, per 100k-step window (one here): (0.01 + 0.03) / (0.02 + 0.04)
+    assert "| PROPS Hopper-v5 seed 0 | 0.67 (2/2) |" in table
+    assert "| PROPS Hopper-v5 seed 1 | 0.67 (2/2) |" in table
+    assert "PPO-BUFFER Hopper-v5 seed" not in table  # no reference, no row
+
+
+def test_reference_ratios_sum_each_window_and_fold_the_final_step_into_the_last():
+    run = {
+        "total_steps": 300,
+        "sampling_error_steps": [50, 100, 150, 200, 300],
+        "sampling_errors": [1.0, 3.0, 2.0, 4.0, 1.0],
+        "on_policy_reference_steps": [50, 100, 150, 200, 300],
+        "on_policy_references": [2.0, 2.0, 4.0, 1.0, 1.0],
+    }
+    ratios = online_mujoco.reference_ratios(run, window=100)
+    # windows [0, 100): step 50; [100, 200): steps 100 and 150; [200, 300]: steps 200 and 300 (the final step)
+    assert ratios == [
+        {"start": 0, "ratio": pytest.approx(0.5), "lower": 1, "measurements": 1},
+        {"start": 100, "ratio": pytest.approx(5 / 6), "lower": 1, "measurements": 2},
+        {"start": 200, "ratio": pytest.approx(2.5), "lower": 0, "measurements": 2},
+    ]
+    assert online_mujoco.reference_ratios({"sampling_errors": [1.0]}) == []
