@@ -426,7 +426,7 @@ def report(settings: Settings) -> None:
         f"{settings.eval_episodes} deterministic episodes per evaluation; seeds {list(settings.seeds)}. Final = last "
         "evaluation, AUC = mean evaluated return over the run. env-steps/s is the learning runs' own training "
         f"throughput ({first.get('torch_threads', settings.threads)} torch thread each, "
-        f"{first.get('parallel_runs', settings.workers)} runs sharing the machine, evaluation excluded); "
+        f"{first.get('parallel_runs', settings.workers)} of this sweep's runs at a time, evaluation excluded); "
         "`online_speed.py` measures speed alone."
         + "".join(
             f" PROPS's behaviour learning rate: {rate:g} (an ablation; the authors' value for the task otherwise)."
