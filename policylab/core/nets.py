@@ -346,8 +346,9 @@ class TanhGaussianActor(nn.Module):
         return tanh_gaussian_log_density_terms(pre_tanh, noise, log_std).sum(-1) + self._log_density_constant
 
 
+_LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 # The action-independent part of a tanh-Gaussian's log-density per dimension, before −log scale.
-_TANH_GAUSSIAN_NORMALISER = 0.5 * math.log(2 * math.pi) + 2.0 * math.log(2.0)
+_TANH_GAUSSIAN_NORMALISER = _LOG_SQRT_2PI + 2.0 * math.log(2.0)
 
 
 def bounded_log_std(raw: torch.Tensor, bounds: tuple[float, float]) -> torch.Tensor:
@@ -378,11 +379,16 @@ def take_expert(values: torch.Tensor, experts: torch.Tensor) -> torch.Tensor:
     return values.gather(1, index).squeeze(1)
 
 
-class MixtureTanhGaussianActor(nn.Module):
-    """PMOE's policy (Ren et al., 2021): K tanh-Gaussian experts, whose means and log-stds are heads on one shared
-    trunk, mixed by a softmax gate computed from the trunk's features with their gradient stopped (the gate is
-    trained by its own loss, not through the trunk). Acting samples an expert from the gate, then its action; the
-    deterministic action is tanh(mean) of the gate's most probable expert."""
+class MixtureGaussianActor(nn.Module):
+    """PMOE's policy (Ren et al., 2021): K diagonal Gaussian experts whose means are heads on one shared trunk,
+    mixed by a softmax gate computed from the trunk's features with their gradient stopped (the gate is trained by
+    its own loss, not through the trunk). Acting samples an expert from the gate, then its action; the
+    deterministic action is the mean of the gate's most probable expert.
+
+    Two flavours, as the authors use them: for SAC (the defaults) each expert is tanh-squashed into the env's
+    bounds and its log-std is a state-dependent head clamped to `log_std_bounds`; for PPO (`squash=False`,
+    `state_dependent_std=False`) each expert is a plain Gaussian whose actions the env clips and whose log-std is a
+    free parameter per expert and dimension, starting at 0, exactly like PPO's unimodal `GaussianPolicy`."""
 
     def __init__(
         self,
@@ -393,26 +399,35 @@ class MixtureTanhGaussianActor(nn.Module):
         hidden_sizes: Sequence[int] = (256, 256),
         log_std_bounds: tuple[float, float] = (-5.0, 2.0),
         activation: Activation = nn.ReLU,
+        squash: bool = True,
+        state_dependent_std: bool = True,
     ) -> None:
         super().__init__()
         if num_experts < 1:
             raise ValueError(f"a mixture needs at least one expert, got num_experts={num_experts}")
         self.scaler = ActionScaler(action_low, action_high)
         self.num_experts, self.action_dim = num_experts, self.scaler.scale.numel()
+        self.squash, self.log_std_bounds = squash, log_std_bounds
         self.trunk = mlp(observation_dim, hidden_sizes[-1], hidden_sizes[:-1], activation, output_activation=activation)
-        self.heads = nn.Linear(hidden_sizes[-1], num_experts * 2 * self.action_dim)
+        head_outputs = 2 if state_dependent_std else 1
+        self.heads = nn.Linear(hidden_sizes[-1], num_experts * head_outputs * self.action_dim)
+        self.log_std = None if state_dependent_std else nn.Parameter(torch.zeros(num_experts, self.action_dim))
         self.gate = nn.Linear(hidden_sizes[-1], num_experts)
-        self.log_std_bounds = log_std_bounds
         # Per action dimension, the log-density's constant (see `tanh_gaussian_log_density_terms`).
-        self.register_buffer(
-            "_log_density_constant", -_TANH_GAUSSIAN_NORMALISER - self.scaler.scale.log(), persistent=False
-        )
+        constant = -_TANH_GAUSSIAN_NORMALISER - self.scaler.scale.log() if squash else torch.tensor(-_LOG_SQRT_2PI)
+        self.register_buffer("_log_density_constant", constant, persistent=False)
 
     def forward(self, observations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Every expert's mean and log-std before squashing ([batch, experts, action_dim]) and the gate's logits."""
+        """Every expert's mean and log-std (before squashing) ([batch, experts, action_dim]) and the gate's logits."""
         features = self.trunk(observations)
-        mean, log_std = self.heads(features).unflatten(-1, (self.num_experts, 2, self.action_dim)).unbind(-2)
-        return mean, bounded_log_std(log_std, self.log_std_bounds), self.gate(features.detach())
+        outputs = self.heads(features).unflatten(-1, (self.num_experts, -1, self.action_dim))
+        if self.log_std is None:
+            mean, raw_log_std = outputs.unbind(-2)
+            log_std = bounded_log_std(raw_log_std, self.log_std_bounds)
+        else:
+            mean = outputs.squeeze(-2)
+            log_std = self.log_std.expand_as(mean)
+        return mean, log_std, self.gate(features.detach())
 
     def gate_weights(self, observations: torch.Tensor) -> torch.Tensor:
         """The gate's probability of each expert: [batch, experts]."""
@@ -422,50 +437,55 @@ class MixtureTanhGaussianActor(nn.Module):
         """A reparameterised action from every expert and its log-density under that expert."""
         mean, log_std, gate_logits = self(observations)
         noise = torch.randn_like(mean)
-        pre_tanh = torch.addcmul(mean, log_std.exp(), noise)
-        log_probs = self._log_density(pre_tanh, noise, log_std).sum(-1)
-        return ExpertSamples(self._squash(pre_tanh), log_probs, gate_logits)
+        pre_squash = torch.addcmul(mean, log_std.exp(), noise)
+        log_probs = self._log_density(pre_squash, noise, log_std).sum(-1)
+        return ExpertSamples(self._squash(pre_squash), log_probs, gate_logits)
 
     def expert_log_prob(
         self, observations: torch.Tensor, actions: torch.Tensor, per_dimension: bool = False
     ) -> torch.Tensor:
-        """Log-density of in-bounds `actions` ([batch, action_dim]) under every expert: [batch, experts], or per
-        action dimension [batch, experts, action_dim] (each dimension's marginal, as the experts are diagonal)."""
+        """Log-density of `actions` ([batch, action_dim]; in bounds when squashed) under every expert:
+        [batch, experts], or per action dimension [batch, experts, action_dim] (each dimension's marginal, as the
+        experts are diagonal)."""
         return self._expert_log_prob(self(observations)[:2], actions, per_dimension)
 
     def log_prob(self, observations: torch.Tensor, actions: torch.Tensor, gate_gradient: bool = True) -> torch.Tensor:
-        """The mixture's log-density log Σ_k w_k(s)·π_k(a|s) of in-bounds `actions`: [batch]. Without
-        `gate_gradient` the gate's weights enter as constants."""
+        """The mixture's log-density log Σ_k w_k(s)·π_k(a|s) of `actions`: [batch]. Without `gate_gradient` the
+        gate's weights enter as constants."""
         mean, log_std, gate_logits = self(observations)
         log_weights = torch.log_softmax(gate_logits if gate_gradient else gate_logits.detach(), dim=-1)
         return torch.logsumexp(log_weights + self._expert_log_prob((mean, log_std), actions), dim=-1)
 
     def act(self, observations: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
-        """An action in the env's bounds: an expert drawn from the gate (its most probable one when `deterministic`)
-        and that expert's sample (its tanh(mean) when `deterministic`)."""
+        """An action (in the env's bounds when squashed): an expert drawn from the gate (its most probable one when
+        `deterministic`) and that expert's sample (its mean, squashed, when `deterministic`)."""
         mean, log_std, gate_logits = self(observations)
         if deterministic:
             experts = gate_logits.argmax(-1)
         else:
             experts = torch.multinomial(torch.softmax(gate_logits, dim=-1), 1).squeeze(-1)
-        pre_tanh = take_expert(mean, experts)
+        pre_squash = take_expert(mean, experts)
         if not deterministic:
-            pre_tanh = torch.addcmul(pre_tanh, take_expert(log_std, experts).exp(), torch.randn_like(pre_tanh))
-        return self._squash(pre_tanh)
+            pre_squash = torch.addcmul(pre_squash, take_expert(log_std, experts).exp(), torch.randn_like(pre_squash))
+        return self._squash(pre_squash)
 
-    def _squash(self, pre_tanh: torch.Tensor) -> torch.Tensor:
-        return torch.addcmul(self.scaler.bias, torch.tanh(pre_tanh), self.scaler.scale)
+    def _squash(self, pre_squash: torch.Tensor) -> torch.Tensor:
+        return torch.addcmul(self.scaler.bias, torch.tanh(pre_squash), self.scaler.scale) if self.squash else pre_squash
 
-    def _log_density(self, pre_tanh: torch.Tensor, noise: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
-        return tanh_gaussian_log_density_terms(pre_tanh, noise, log_std) + self._log_density_constant
+    def _log_density(self, pre_squash: torch.Tensor, noise: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+        if self.squash:
+            return tanh_gaussian_log_density_terms(pre_squash, noise, log_std) + self._log_density_constant
+        return (noise.square() * -0.5 - log_std) + self._log_density_constant
 
     def _expert_log_prob(
         self, distribution: tuple[torch.Tensor, torch.Tensor], actions: torch.Tensor, per_dimension: bool = False
     ) -> torch.Tensor:
         mean, log_std = distribution
-        squashed = self.scaler.inverse(actions).clamp(-1.0 + 1e-6, 1.0 - 1e-6)  # away from the tanh asymptotes
-        pre_tanh = torch.atanh(squashed).unsqueeze(-2).expand_as(mean)
-        per_dimensions = self._log_density(pre_tanh, (pre_tanh - mean) * torch.exp(-log_std), log_std)
+        if self.squash:
+            squashed = self.scaler.inverse(actions).clamp(-1.0 + 1e-6, 1.0 - 1e-6)  # away from the tanh asymptotes
+            actions = torch.atanh(squashed)
+        pre_squash = actions.unsqueeze(-2).expand_as(mean)
+        per_dimensions = self._log_density(pre_squash, (pre_squash - mean) * torch.exp(-log_std), log_std)
         return per_dimensions if per_dimension else per_dimensions.sum(-1)
 
 

@@ -1,7 +1,7 @@
 """PMOE: probabilistic mixture-of-experts policies for SAC and PPO (Ren et al., 2021).
 
 The policy is a mixture of K tanh-Gaussian experts on a shared trunk, weighted by a gate on the trunk's
-stop-gradient features (`core.nets.MixtureTanhGaussianActor`). Its gate is trained by the frequency-approximate
+stop-gradient features (`core.nets.MixtureGaussianActor`). Its gate is trained by the frequency-approximate
 gradient: at each state every expert proposes an action, the one with the highest Q-value wins, only the winner
 receives the policy gradient, and the gate is regressed (MSE) towards the one-hot winner.
 
@@ -22,7 +22,6 @@ density, gate included.
 from __future__ import annotations
 
 import dataclasses
-import math
 from typing import Literal, get_args
 
 import gymnasium as gym
@@ -32,7 +31,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from policylab.core.agent import register_agent
-from policylab.core.nets import EnsembleCritic, MixtureTanhGaussianActor, orthogonal_init, take_expert
+from policylab.core.nets import EnsembleCritic, MixtureGaussianActor, orthogonal_init, take_expert
 from policylab.online_rl.ppo import PPO, PPOConfig, value_network
 from policylab.online_rl.sac import SAC, PolicySample, SACConfig
 
@@ -71,9 +70,17 @@ class PMOEPPOConfig(PPOConfig):
     """how the gate learns: PMOE's frequency-approximate gradient or the score function through the ratio"""
     auxiliary_q_coef: float = 0.5
     """weight of the auxiliary Q's regression on the returns (it picks the winner expert)"""
+    ratio_trains_gate: bool = True
+    """let the clipped surrogate's gradient reach the gate as well as the frequency estimator's loss, as the
+    authors' PMOE-PPO does (False: that loss alone trains the gate; the score estimator has the ratio alone)"""
 
     def __post_init__(self) -> None:
         check_gate_estimator(self.gate_estimator, PPOGateEstimator)
+        if self.gate_estimator == "score" and not self.ratio_trains_gate:
+            raise ValueError(
+                "the score estimator trains the gate through the ratio alone: ratio_trains_gate=False applies to "
+                "the frequency estimator only"
+            )
 
 
 # -- pieces both variants use ------------------------------------------------------------------------------
@@ -123,7 +130,7 @@ class PMOESAC(SAC):
 
     def _build_actor(self, observation_dim: int, low: np.ndarray, high: np.ndarray) -> nn.Module:
         cfg = self.config
-        return MixtureTanhGaussianActor(observation_dim, low, high, cfg.num_experts, cfg.hidden_sizes)
+        return MixtureGaussianActor(observation_dim, low, high, cfg.num_experts, cfg.hidden_sizes)
 
     def _policy_sample(self, observations: torch.Tensor) -> PolicySample:
         """Every expert's reparameterised action; the one that trains (and its gate loss) per `gate_estimator`."""
@@ -154,7 +161,7 @@ class PMOESAC(SAC):
             metrics["train/gate_loss"] = gate_loss.detach()
         return PolicySample(actions, log_probs, gate_loss, metrics)
 
-    def mixture(self, observations: torch.Tensor) -> tuple[MixtureTanhGaussianActor, torch.Tensor]:
+    def mixture(self, observations: torch.Tensor) -> tuple[MixtureGaussianActor, torch.Tensor]:
         """The mixture actor and its input for env observations (to inspect the gate and the experts)."""
         return self.actor, observations
 
@@ -169,9 +176,10 @@ class PMOESAC(SAC):
 
 
 class MixturePolicy(nn.Module):
-    """PPO's actor-critic with a mixture-of-experts actor (tanh trunk, orthogonal init, small output layers, each
-    expert's log-std starting at 0 like PPO's), its value network and, unless the gate learns through the ratio
-    (`gate_gradient`), the auxiliary Q that picks the winner expert."""
+    """PPO's actor-critic with a mixture-of-experts actor whose experts are PPO's Gaussians (tanh trunk, orthogonal
+    init, small output layers, unsquashed means, a state-independent log-std per expert starting at 0, as in the
+    authors' PMOE-PPO), its value network and, for the frequency estimator (`auxiliary_q`), the auxiliary Q that
+    picks the winner expert. With `gate_gradient` the ratio's gradient reaches the gate."""
 
     def __init__(
         self,
@@ -181,21 +189,25 @@ class MixturePolicy(nn.Module):
         num_experts: int,
         hidden_sizes: tuple[int, ...],
         gate_gradient: bool,
+        auxiliary_q: bool,
     ) -> None:
         super().__init__()
-        self.actor = MixtureTanhGaussianActor(
-            observation_dim, action_low, action_high, num_experts, hidden_sizes, activation=nn.Tanh
+        self.actor = MixtureGaussianActor(
+            observation_dim,
+            action_low,
+            action_high,
+            num_experts,
+            hidden_sizes,
+            activation=nn.Tanh,
+            squash=False,
+            state_dependent_std=False,
         )
         orthogonal_init(self.actor)
         orthogonal_init(self.actor.heads, gain=0.01)
         orthogonal_init(self.actor.gate, gain=0.01)
-        with torch.no_grad():  # bias of the raw log-std that `bounded_log_std` maps to 0
-            low, high = self.actor.log_std_bounds
-            log_std_bias = self.actor.heads.bias.view(num_experts, 2, -1)[:, 1]
-            log_std_bias.fill_(math.atanh(-2.0 * low / (high - low) - 1.0))
         self.value = value_network(observation_dim, hidden_sizes)
         self.gate_gradient = gate_gradient
-        if not gate_gradient:  # the frequency estimator's winner is picked by an auxiliary Q
+        if auxiliary_q:
             self.auxiliary_q = EnsembleCritic(observation_dim, self.actor.action_dim, hidden_sizes, num_critics=1)
 
     def log_prob_entropy_value(
@@ -234,10 +246,11 @@ class PMOEPPO(PPO):
                 "PMOE-PPO has no entropy bonus (a mixture's entropy has no closed form): set entropy_coef=0"
             )
         low, high = self.action_space.low, self.action_space.high
-        gate_gradient = cfg.gate_estimator == "score"
-        return MixturePolicy(observation_dim, low, high, cfg.num_experts, cfg.hidden_sizes, gate_gradient)
+        frequency = cfg.gate_estimator == "frequency"
+        gate_gradient = cfg.ratio_trains_gate or not frequency
+        return MixturePolicy(observation_dim, low, high, cfg.num_experts, cfg.hidden_sizes, gate_gradient, frequency)
 
-    def mixture(self, observations: torch.Tensor) -> tuple[MixtureTanhGaussianActor, torch.Tensor]:
+    def mixture(self, observations: torch.Tensor) -> tuple[MixtureGaussianActor, torch.Tensor]:
         """The mixture actor and its input (the normalised observations) for env observations."""
         return self.policy.actor, self._normalize(observations)
 

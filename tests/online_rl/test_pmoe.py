@@ -1,3 +1,4 @@
+import dataclasses
 import json
 import math
 
@@ -9,7 +10,7 @@ from torch import nn
 
 import policylab
 from policylab.cli import main
-from policylab.core.nets import MixtureTanhGaussianActor
+from policylab.core.nets import MixtureGaussianActor
 from policylab.online_rl import PMOEPPO, PMOESAC, PMOEPPOConfig, PMOESACConfig
 from policylab.online_rl.pmoe import expert_q_values
 
@@ -19,7 +20,7 @@ EXPERT_MEANS = (-1.0, 0.0, 0.5, 1.0)  # before tanh; the experts' actions are 2Â
 
 def test_mixture_log_density_equals_a_direct_computation():
     torch.manual_seed(0)
-    actor = MixtureTanhGaussianActor(4, [-2.0, -1.0, 0.0], [2.0, 3.0, 0.5], num_experts=3, hidden_sizes=(16, 16))
+    actor = MixtureGaussianActor(4, [-2.0, -1.0, 0.0], [2.0, 3.0, 0.5], num_experts=3, hidden_sizes=(16, 16))
     observations = torch.randn(64, 4)
     actions = actor.act(observations)
     mean, log_std, gate_logits = actor(observations)
@@ -34,9 +35,30 @@ def test_mixture_log_density_equals_a_direct_computation():
     torch.testing.assert_close(samples.log_probs, experts.log_prob(samples.actions), atol=1e-4, rtol=1e-5)
 
 
+def test_ppo_flavour_mixes_plain_gaussians_with_one_learned_log_std_per_expert():
+    torch.manual_seed(0)
+    actor = MixtureGaussianActor(
+        4, [-2.0, -1.0], [2.0, 3.0], num_experts=3, hidden_sizes=(16,), squash=False, state_dependent_std=False
+    )
+    with torch.no_grad():
+        actor.log_std.copy_(torch.randn(3, 2))
+    observations = torch.randn(64, 4)
+    mean, log_std, gate_logits = actor(observations)
+    torch.testing.assert_close(log_std, actor.log_std.expand(64, 3, 2))  # the same at every state
+    experts = D.Independent(D.Normal(mean, log_std.exp()), 1)
+    mixture = D.MixtureSameFamily(D.Categorical(logits=gate_logits), experts)
+    actions = 5.0 * torch.randn(64, 2)  # unbounded: the env clips them, as PPO's Gaussian
+    torch.testing.assert_close(actor.log_prob(observations, actions), mixture.log_prob(actions))
+    torch.testing.assert_close(actor.expert_log_prob(observations, actions), experts.log_prob(actions.unsqueeze(1)))
+    samples = actor.sample_experts(observations)
+    torch.testing.assert_close(samples.log_probs, experts.log_prob(samples.actions))
+    expected_mode = mean[torch.arange(64), gate_logits.argmax(-1)]
+    torch.testing.assert_close(actor.act(observations, deterministic=True), expected_mode)
+
+
 def test_deterministic_action_is_the_most_probable_experts_squashed_mean():
     torch.manual_seed(0)
-    actor = MixtureTanhGaussianActor(4, [-2.0], [2.0], num_experts=3, hidden_sizes=(16,))
+    actor = MixtureGaussianActor(4, [-2.0], [2.0], num_experts=3, hidden_sizes=(16,))
     observations = torch.randn(32, 4)
     mean, _, gate_logits = actor(observations)
     expected = 2.0 * torch.tanh(mean[torch.arange(32), gate_logits.argmax(-1)])
@@ -113,24 +135,34 @@ def test_pmoe_sac_return_on_pendulum_rises_past_threshold(learns_pendulum):
     learns_pendulum(PMOESAC("Pendulum-v1", config), steps=4000)
 
 
-def test_pmoe_ppo_ratio_starts_at_one_and_the_gate_learns_only_from_its_own_loss():
+@pytest.mark.parametrize("ratio_trains_gate", [True, False])
+def test_pmoe_ppo_ratio_starts_at_one_and_reaches_the_gate_only_when_asked(ratio_trains_gate):
     config = PMOEPPOConfig(seed=0, rollout_steps=64, num_minibatches=2, update_epochs=1, hidden_sizes=(16, 16))
-    agent = PMOEPPO("Pendulum-v1", config)
+    agent = PMOEPPO("Pendulum-v1", dataclasses.replace(config, ratio_trains_gate=ratio_trains_gate))
     agent.setup_learning(64)
     agent.observations = torch.as_tensor(agent.make_envs().reset(seed=0)[0], dtype=torch.float32)
     agent._collect_rollout(agent.envs)
     batch = next(agent.buffer.minibatches(64))
     log_probs, _, _ = agent.policy.log_prob_entropy_value(batch["observations"], batch["actions"])
     torch.testing.assert_close(log_probs, batch["log_probs"])
-    (-log_probs.mean()).backward()  # the ratio's gradient: none reaches the gate with the frequency estimator
-    assert agent.policy.actor.gate.weight.grad is None
+    (-log_probs.mean()).backward()  # the ratio's gradient
+    gate = agent.policy.actor.gate.weight
+    assert (gate.grad is not None and gate.grad.abs().sum() > 0) == ratio_trains_gate
+    agent.policy.zero_grad(set_to_none=True)
     auxiliary_loss, metrics = agent._auxiliary_loss(batch)
-    auxiliary_loss.backward()
-    assert agent.policy.actor.gate.weight.grad.abs().sum() > 0 and "train/auxiliary_q_loss" in metrics
+    auxiliary_loss.backward()  # the frequency estimator's loss trains the gate either way
+    assert gate.grad.abs().sum() > 0 and "train/auxiliary_q_loss" in metrics
+
+
+def test_pmoe_ppo_settings_that_cannot_work_are_refused():
     with pytest.raises(ValueError, match="entropy"):
         PMOEPPO("Pendulum-v1", PMOEPPOConfig(entropy_coef=0.01))
     with pytest.raises(ValueError, match="frequency, score"):
         PMOEPPOConfig(gate_estimator="gumbel")  # no pathwise gradient in PPO
+    with pytest.raises(ValueError, match="ratio alone"):
+        PMOEPPOConfig(gate_estimator="score", ratio_trains_gate=False)
+    score = PMOEPPO("Pendulum-v1", PMOEPPOConfig(gate_estimator="score"))
+    assert score.policy.gate_gradient and not hasattr(score.policy, "auxiliary_q")
 
 
 def test_cli_trains_resumes_and_loads_pmoe_agents(tmp_path, capsys):
