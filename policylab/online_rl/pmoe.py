@@ -1,6 +1,6 @@
 """PMOE: probabilistic mixture-of-experts policies for SAC and PPO (Ren et al., 2021).
 
-The policy is a mixture of K tanh-Gaussian experts on a shared trunk, weighted by a gate on the trunk's
+The policy is a mixture of K Gaussian experts (tanh-squashed for SAC) on a shared trunk, weighted by a gate on the trunk's
 stop-gradient features (`core.nets.MixtureGaussianActor`). Its gate is trained by the frequency-approximate
 gradient: at each state every expert proposes an action, the one with the highest Q-value wins, only the winner
 receives the policy gradient, and the gate is regressed (MSE) towards the one-hot winner.
@@ -8,15 +8,16 @@ receives the policy gradient, and the gate is regressed (MSE) towards the one-ho
 - PMOE-SAC (`pmoe-sac`): the library's SAC loop, with the actor's loss α·log π_k*(ã_k*) − Q(s, ã_k*) taken at the
   winner k* = argmax_k min(Q1, Q2)(s, ã_k) (chosen with the critics before their step, as the authors' code does),
   α tuned on log π_k*, and the critic target at an expert k' ∼ Cat(w(s')). K = 4 and SAC's settings otherwise.
-- PMOE-PPO (`pmoe-ppo`): the library's PPO loop, with the ratio of the mixture's densities Σ_k w_k π_k (the gate's
-  weights as constants), and an auxiliary Q(s, a) fitted to the rollout's returns that picks the winner among the
-  experts' sampled actions for the gate's loss. K = 5 and PPO's settings otherwise.
+- PMOE-PPO (`pmoe-ppo`): the library's PPO loop with PPO's Gaussian experts, the ratio of the mixture's densities
+  Σ_k w_k π_k (whose gradient reaches the gate too, as in the authors' script, unless `ratio_trains_gate=False`),
+  and an auxiliary Q(s, a) fitted to the rollout's returns that picks the winner among the experts' sampled
+  actions for the gate's loss. K = 5 and PPO's settings otherwise.
 
 The two estimators the paper compares against are options (`gate_estimator`): "gumbel" (SAC only) reparameterises
 the choice of expert with a straight-through Gumbel-softmax sample, so the gate learns through dQ/da;
 "score" trains the gate with the score-function (likelihood-ratio) gradient: for SAC −log w_k·(soft value of the
 sampled expert k − the gate-weighted mean of all experts'), for PPO the clipped surrogate through the mixture's
-density, gate included.
+density alone (no auxiliary Q).
 """
 
 from __future__ import annotations
