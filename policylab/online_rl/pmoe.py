@@ -1,7 +1,7 @@
 """PMOE: probabilistic mixture-of-experts policies for SAC and PPO (Ren et al., 2021).
 
-The policy is a mixture of K Gaussian experts (tanh-squashed for SAC) on a shared trunk, weighted by a gate on the trunk's
-stop-gradient features (`core.nets.MixtureGaussianActor`). Its gate is trained by the frequency-approximate
+The policy is a mixture of K Gaussian experts (tanh-squashed for SAC) on a shared trunk, weighted by a gate on the
+trunk's stop-gradient features (`core.nets.MixtureGaussianActor`). Its gate is trained by the frequency-approximate
 gradient: at each state every expert proposes an action, the one with the highest Q-value wins, only the winner
 receives the policy gradient, and the gate is regressed (MSE) towards the one-hot winner.
 
