@@ -9,7 +9,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Iterable, Sequence
-from typing import ClassVar, NamedTuple
+from typing import ClassVar, Literal, NamedTuple
 
 import torch
 from torch import nn
@@ -383,7 +383,8 @@ class MixtureGaussianActor(nn.Module):
     """PMOE's policy (Ren et al., 2021): K diagonal Gaussian experts whose means are heads on one shared trunk,
     mixed by a softmax gate computed from the trunk's features with their gradient stopped (the gate is trained by
     its own loss, not through the trunk). Acting samples an expert from the gate, then its action; the
-    deterministic action is the mean of the gate's most probable expert.
+    deterministic action is the mean of the gate's most probable expert, or of an expert drawn from the gate
+    (`deterministic_expert="sampled"`). Which is better depends on how the gate learns (README, PMOE section).
 
     Two flavours, as the authors use them: for SAC (the defaults) each expert is tanh-squashed into the env's
     bounds and its log-std is a state-dependent head clamped to `log_std_bounds`; for PPO (`squash=False`,
@@ -401,13 +402,16 @@ class MixtureGaussianActor(nn.Module):
         activation: Activation = nn.ReLU,
         squash: bool = True,
         state_dependent_std: bool = True,
+        deterministic_expert: Literal["most_probable", "sampled"] = "most_probable",
     ) -> None:
         super().__init__()
         if num_experts < 1:
             raise ValueError(f"a mixture needs at least one expert, got num_experts={num_experts}")
+        if deterministic_expert not in ("most_probable", "sampled"):
+            raise ValueError(f"deterministic_expert must be 'most_probable' or 'sampled', got {deterministic_expert!r}")
         self.scaler = ActionScaler(action_low, action_high)
         self.num_experts, self.action_dim = num_experts, self.scaler.scale.numel()
-        self.squash, self.log_std_bounds = squash, log_std_bounds
+        self.squash, self.log_std_bounds, self.deterministic_expert = squash, log_std_bounds, deterministic_expert
         self.trunk = mlp(observation_dim, hidden_sizes[-1], hidden_sizes[:-1], activation, output_activation=activation)
         head_outputs = 2 if state_dependent_std else 1
         self.heads = nn.Linear(hidden_sizes[-1], num_experts * head_outputs * self.action_dim)
@@ -457,10 +461,10 @@ class MixtureGaussianActor(nn.Module):
         return torch.logsumexp(log_weights + self._expert_log_prob((mean, log_std), actions), dim=-1)
 
     def act(self, observations: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
-        """An action (in the env's bounds when squashed): an expert drawn from the gate (its most probable one when
-        `deterministic`) and that expert's sample (its mean, squashed, when `deterministic`)."""
+        """An action (in the env's bounds when squashed): an expert drawn from the gate and that expert's sample;
+        with `deterministic`, the mean (squashed) of the expert `deterministic_expert` names."""
         mean, log_std, gate_logits = self(observations)
-        if deterministic:
+        if deterministic and self.deterministic_expert == "most_probable":
             experts = gate_logits.argmax(-1)
         else:
             experts = torch.multinomial(torch.softmax(gate_logits, dim=-1), 1).squeeze(-1)

@@ -202,6 +202,7 @@ class MixturePolicy(nn.Module):
             activation=nn.Tanh,
             squash=False,
             state_dependent_std=False,
+            deterministic_expert="sampled",
         )
         orthogonal_init(self.actor)
         orthogonal_init(self.actor.heads, gain=0.01)

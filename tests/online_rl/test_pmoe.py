@@ -65,6 +65,23 @@ def test_deterministic_action_is_the_most_probable_experts_squashed_mean():
     torch.testing.assert_close(actor.act(observations, deterministic=True), expected)
 
 
+def test_sampled_deterministic_expert_is_drawn_from_the_gate():
+    torch.manual_seed(0)
+    actor = MixtureGaussianActor(4, [-2.0], [2.0], num_experts=3, hidden_sizes=(16,), deterministic_expert="sampled")
+    with torch.no_grad():
+        actor.gate.bias.copy_(torch.tensor([1.0, 0.0, -1.0]))
+    observations = torch.randn(1, 4).expand(20000, -1)
+    mean, _, gate_logits = actor(observations[:1])
+    expert_actions = 2.0 * torch.tanh(mean[0, :, 0])  # [experts]
+    actions = actor.act(observations, deterministic=True)[:, 0]
+    distances = (actions.unsqueeze(-1) - expert_actions).abs()
+    assert distances.min(-1).values.max() < 1e-6  # every action is exactly one expert's squashed mean, no noise
+    shares = torch.bincount(distances.argmin(-1), minlength=3) / len(actions)
+    torch.testing.assert_close(shares, torch.softmax(gate_logits[0], -1), atol=0.015, rtol=0)
+    with pytest.raises(ValueError, match="most_probable"):
+        MixtureGaussianActor(4, [-2.0], [2.0], deterministic_expert="mode")
+
+
 class DistanceCritic(nn.Module):
     """Q(s, a) = −(a − target)² for both twin critics: the best expert is the one whose action is nearest."""
 
