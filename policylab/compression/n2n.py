@@ -36,7 +36,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from policylab.compression.architecture import Architecture
-from policylab.core.agent import load_checkpoint, save_checkpoint
+from policylab.core.agent import load_checkpoint, restore_generator, save_checkpoint
 from policylab.core.runs import RunDirectory, run_iterations
 
 CHECKPOINT_FORMAT = "policylab-n2n/1"
@@ -451,7 +451,7 @@ class ArchitectureSearch:
         if state.get("kind") != self.kind:
             raise ValueError(f"the checkpoint holds a {state.get('kind')} search, not {self.kind}")
         self.epoch = int(state["epoch"])
-        self.generator.set_state(state["generator"])
+        restore_generator(self.generator, state["generator"])
         self.candidates, self._results, self.best = list(state["candidates"]), dict(state["results"]), state["best"]
 
 

@@ -15,12 +15,14 @@ up by name in the registry that `register_agent` fills, never imported from a pa
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import os
 import random
 import types
 import typing
+import warnings
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -143,6 +145,24 @@ class AgentConfig:
     """seed of network initialisation, sampling and exploration"""
     device: str = "auto"
     """torch device: "auto" (CUDA when present, else CPU), "cpu", "cuda", "cuda:1", ..."""
+
+
+def restore_generator(generator: torch.Generator, state: torch.Tensor) -> None:
+    """Restore a torch generator's saved state. A state saved on another kind of device (a CUDA generator's
+    Philox state read back on the CPU, or the reverse) does not fit: the generator is then seeded from that state, so
+    a run resumed on another device still draws a seed-determined stream, though not the one an uninterrupted run
+    would have drawn (a warning says so)."""
+    state = state.cpu()
+    if state.numel() == generator.get_state().numel():
+        generator.set_state(state)
+        return
+    digest = hashlib.sha256(state.numpy().tobytes()).digest()
+    generator.manual_seed(int.from_bytes(digest[:8], "little") >> 1)
+    warnings.warn(
+        f"a random generator was saved on another kind of device than {generator.device}; it is reseeded from the "
+        "saved state, so the random draws after this resume differ from an uninterrupted run's",
+        stacklevel=2,
+    )
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 import numpy as np
 import torch
 
+from policylab.core.agent import restore_generator
 from policylab.core.data import OfflineDataset
 from policylab.core.files import atomic_write
 
@@ -140,7 +141,7 @@ class ReplayBuffer:
         size = int(state["size"])
         self.storage[:size] = state["storage"].to(self.device)
         self.position, self.size = int(state["position"]), size
-        self.generator.set_state(state["generator"])
+        restore_generator(self.generator, state["generator"])
 
     # -- incremental saving: a checkpoint writes only the rows added since the last one ------------
 
@@ -183,7 +184,7 @@ class ReplayBuffer:
                 self.storage[indices] = rows[low - start : high - start]
         self.total_added = self._saved_until = total_added
         self.position, self.size = total_added % self.capacity, min(total_added, self.capacity)
-        self.generator.set_state(generator_state)
+        restore_generator(self.generator, generator_state)
 
 
 def _shards(directory: Path) -> list[tuple[Path, tuple[int, int]]]:

@@ -18,6 +18,7 @@ import torch
 from policylab.core.agent import (
     Agent,
     AgentConfig,
+    restore_generator,
 )
 from policylab.core.buffers import ReplayBuffer, TransitionBatch
 from policylab.core.data import OfflineDataset
@@ -184,4 +185,4 @@ class OfflineAgent(Agent):
 
     def restore_sampling_state(self, buffer: ReplayBuffer, training: dict[str, Any]) -> None:
         """Restore what `sampling_state` saved."""
-        buffer.generator.set_state(training["buffer_generator"])
+        restore_generator(buffer.generator, training["buffer_generator"])

@@ -38,6 +38,7 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
+from policylab.core.agent import restore_generator
 from policylab.core.buffers import compute_gae
 from policylab.core.envs.grid_worlds import NUM_ACTIONS, GridLevels, GridWorld, LevelDistribution, sample_levels
 from policylab.core.envs.minatar import MinAtarVecEnv
@@ -958,7 +959,7 @@ class GROOVE:
         self.env.load_state_dict(state["env"])
         self.observation = self.env.observations()
         self.buffer.load_state_dict(state["buffer"])
-        self.generator.set_state(state["generator"])
+        restore_generator(self.generator, state["generator"])
         self.history = list(state["history"])
 
     def save_checkpoint(self, path: str | os.PathLike) -> None:

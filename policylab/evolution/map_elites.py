@@ -23,6 +23,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from policylab.core.agent import restore_generator
 from policylab.core.files import atomic_write
 from policylab.core.logging import MetricLogger
 from policylab.core.runs import RunDirectory, run_iterations
@@ -276,7 +277,7 @@ class MAPElites:
         self.archive.load_state_dict(state["archive"])
         for emitter, emitter_state in zip(self.emitters, state["emitters"], strict=True):
             emitter.load_state_dict(emitter_state)
-        self.generator.set_state(state["generator"])
+        restore_generator(self.generator, state["generator"])
         self.history = list(state["history"])
         self._asked = None
 

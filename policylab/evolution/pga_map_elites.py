@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
+from policylab.core.agent import restore_generator
 from policylab.core.buffers import ReplayBuffer, TransitionBatch
 from policylab.core.evaluation import PopulationTransitions
 from policylab.core.nets import EnsembleCritic, PopulationMLP, adam, freeze, polyak_update
@@ -236,6 +237,6 @@ class PolicyGradientEmitter(Emitter):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         state = dict(state)
-        self.generator.set_state(state.pop("generator"))
+        restore_generator(self.generator, state.pop("generator"))
         for name, value in state.items():
             getattr(self, name).load_state_dict(value)

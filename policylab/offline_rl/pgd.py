@@ -24,7 +24,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from policylab.core.agent import AgentConfig, register_agent
+from policylab.core.agent import AgentConfig, register_agent, restore_generator
 from policylab.core.buffers import ReplayBuffer, TransitionBatch
 from policylab.core.data import OfflineDataset
 from policylab.core.files import cache_dir
@@ -231,4 +231,4 @@ class PGD(OfflineAgent):
     def restore_sampling_state(self, buffer: MixedReplay, training: dict[str, Any]) -> None:
         super().restore_sampling_state(buffer, training)
         buffer.synthetic.load_state_dict(training["synthetic"])
-        self.sampling_generator.set_state(training["diffusion_generator"])
+        restore_generator(self.sampling_generator, training["diffusion_generator"])

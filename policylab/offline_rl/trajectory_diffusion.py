@@ -29,7 +29,14 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from policylab.core.agent import CHECKPOINT_FORMAT, config_from_dict, config_to_dict, load_checkpoint, save_checkpoint
+from policylab.core.agent import (
+    CHECKPOINT_FORMAT,
+    config_from_dict,
+    config_to_dict,
+    load_checkpoint,
+    restore_generator,
+    save_checkpoint,
+)
 from policylab.core.buffers import TransitionBatch
 from policylab.core.data import OfflineDataset
 from policylab.core.logging import progress_bar
@@ -402,7 +409,7 @@ class TrajectoryDiffusion(nn.Module):
             if self.training_steps < steps:
                 optimizer.load_state_dict(state["training"]["optimizer"])
                 schedule.load_state_dict(state["training"]["schedule"])
-                generator.set_state(state["training"]["generator"])
+                restore_generator(generator, state["training"]["generator"])
                 torch.set_rng_state(state["training"]["torch_rng"])
         losses = []
         with progress_bar(steps, self.training_steps, "TrajectoryDiffusion", progress) as bar:

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+from policylab.core.agent import restore_generator
 from policylab.core.buffers import ReplayBuffer, RolloutBuffer, compute_gae
 
 
@@ -129,3 +130,22 @@ def test_replay_shards_forget_overwritten_rows_and_refuse_missing_ones(tmp_path)
     torch.testing.assert_close(restored.storage, buffer.storage, rtol=0, atol=0)
     with pytest.raises(ValueError, match="miss transitions"):  # rows 3..5 of a 13-row state are gone
         ReplayBuffer(10, 1, 1).load_rows(tmp_path, total_added=13, generator_state=buffer.generator.get_state())
+
+
+def test_a_generator_state_from_another_device_reseeds_the_buffer_deterministically():
+    """A CUDA generator's state (16 bytes of Philox seed and offset) cannot be set on a CPU generator: resuming on
+    the CPU a run checkpointed on a GPU reseeds from that state, with a warning, the same way every time."""
+    cuda_like_state = torch.arange(16, dtype=torch.uint8)
+    draws = []
+    for seed in (1, 2):  # the buffer's own seed no longer matters once the state is restored
+        buffer = ReplayBuffer(capacity=50, observation_dim=1, action_dim=1, seed=seed)
+        _add_numbered_rows(buffer, 0, 50)
+        with pytest.warns(UserWarning, match="another kind of device"):
+            restore_generator(buffer.generator, cuda_like_state)
+        draws.append(buffer.sample(32).observations)
+    torch.testing.assert_close(draws[0], draws[1])
+    other = ReplayBuffer(capacity=50, observation_dim=1, action_dim=1, seed=1)
+    _add_numbered_rows(other, 0, 50)
+    with pytest.warns(UserWarning):
+        restore_generator(other.generator, torch.arange(1, 17, dtype=torch.uint8))
+    assert not torch.equal(other.sample(32).observations, draws[0])

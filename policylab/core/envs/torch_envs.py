@@ -20,6 +20,7 @@ from gymnasium.envs.classic_control import CartPoleEnv, PendulumEnv
 from gymnasium.vector.utils import batch_space
 from scipy.linalg import hadamard
 
+from policylab.core.agent import restore_generator
 from policylab.core.envs.vector import VecEnv, check_env_seeds
 
 
@@ -146,7 +147,7 @@ class TorchVecEnv(VecEnv):
         """Continue from what `state_dict` returned."""
         self.set_state(state["state"])
         self.elapsed_steps.copy_(state["elapsed_steps"])
-        self.generator.set_state(state["generator"])
+        restore_generator(self.generator, state["generator"])
 
     def step(
         self, actions: torch.Tensor | np.ndarray
