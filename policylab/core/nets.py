@@ -460,6 +460,10 @@ class MixtureGaussianActor(nn.Module):
         log_weights = torch.log_softmax(gate_logits if gate_gradient else gate_logits.detach(), dim=-1)
         return torch.logsumexp(log_weights + self._expert_log_prob((mean, log_std), actions), dim=-1)
 
+    def expert_actions(self, observations: torch.Tensor) -> torch.Tensor:
+        """Every expert's deterministic action, its mean (squashed when the experts are): [batch, experts, action]."""
+        return self._squash(self(observations)[0])
+
     def act(self, observations: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
         """An action (in the env's bounds when squashed): an expert drawn from the gate and that expert's sample;
         with `deterministic`, the mean (squashed) of the expert `deterministic_expert` names."""

@@ -63,6 +63,9 @@ def test_deterministic_action_is_the_most_probable_experts_squashed_mean():
     mean, _, gate_logits = actor(observations)
     expected = 2.0 * torch.tanh(mean[torch.arange(32), gate_logits.argmax(-1)])
     torch.testing.assert_close(actor.act(observations, deterministic=True), expected)
+    every_expert = actor.expert_actions(observations)  # [32, 3 experts, 1]: each expert's squashed mean
+    torch.testing.assert_close(every_expert, 2.0 * torch.tanh(mean))
+    torch.testing.assert_close(every_expert[torch.arange(32), gate_logits.argmax(-1)], expected)
 
 
 def test_sampled_deterministic_expert_is_drawn_from_the_gate():
