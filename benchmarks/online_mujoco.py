@@ -426,8 +426,9 @@ def report(settings: Settings) -> None:
         f"{settings.eval_episodes} deterministic episodes per evaluation; seeds {list(settings.seeds)}. Final = last "
         "evaluation, AUC = mean evaluated return over the run. env-steps/s is the learning runs' own training "
         f"throughput ({first.get('torch_threads', settings.threads)} torch thread each, "
-        f"{first.get('parallel_runs', settings.workers)} of this sweep's runs at a time, evaluation excluded); "
-        "`online_speed.py` measures speed alone."
+        f"{first.get('parallel_runs', settings.workers)} of this sweep's runs at a time, evaluation excluded; other "
+        "jobs sharing the machine lower it, and this report does not record them); `online_speed.py` measures speed "
+        "alone."
         + "".join(
             f" PROPS's behaviour learning rate: {rate:g} (an ablation; the authors' value for the task otherwise)."
             for rate in sorted(
