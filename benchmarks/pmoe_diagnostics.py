@@ -28,10 +28,11 @@ import torch
 import tyro
 
 import policylab
+from policylab.core.buffers import replay_shards
 from policylab.core.evaluation import evaluate
 from policylab.core.files import atomic_write
 from policylab.core.nets import take_expert
-from policylab.online_rl.pmoe import expert_q_values, sample_from_gate
+from policylab.online_rl.pmoe import ensemble_expert_q_values, expert_q_values, sample_from_gate
 
 
 @dataclasses.dataclass
@@ -55,11 +56,11 @@ class Settings:
 
 def recent_states(run_dir: Path, observation_dim: int, until: int, recent: int, count: int, seed: int) -> torch.Tensor:
     """`count` observations drawn from replay rows [until − recent, until) of the run's shards."""
-    shards = []
-    for path in sorted((run_dir / "replay").glob("rows-*-*.pt")):
-        start, end = (int(part) for part in path.stem.split("-")[1:])
-        if end <= until and end > until - recent:
-            shards.append(torch.load(path, map_location="cpu", weights_only=True))
+    shards = [
+        torch.load(path, map_location="cpu", weights_only=True)
+        for path, (_, end) in replay_shards(run_dir / "replay")
+        if until - recent < end <= until
+    ]
     if not shards:
         raise SystemExit(f"no replay shards in {run_dir / 'replay'} end at or before step {until}")
     observations = torch.cat(shards)[:, :observation_dim]
@@ -75,11 +76,11 @@ def critic_figures(agent, observations: torch.Tensor) -> dict[str, float]:
     means = actor.expert_actions(observations)
     experts = means.shape[1]
     pairs = [(i, j) for i in range(experts) for j in range(i + 1, experts)]
-    q_at_means = expert_q_values(critic, observations, means)
-    repeated = observations.unsqueeze(1).expand(-1, experts, -1).reshape(-1, observations.shape[-1])
-    twins = critic(repeated, means.reshape(-1, means.shape[-1]))
-    winners = [expert_q_values(critic, observations, actor.sample_experts(observations).actions).argmax(-1)]
-    winners.append(expert_q_values(critic, observations, actor.sample_experts(observations).actions).argmax(-1))
+    twins = ensemble_expert_q_values(critic, observations, means)  # [2 critics, batch, experts]
+    q_at_means = twins.min(dim=0).values
+    winners = [
+        expert_q_values(critic, observations, actor.sample_experts(observations).actions).argmax(-1) for _ in range(2)
+    ]
     return {
         "largest_gate_weight": gate.max(-1).values.mean().item(),
         "expert_action_distance": float(

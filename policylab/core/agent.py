@@ -137,16 +137,6 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
 # Configs and spaces as plain data
 
 
-@dataclasses.dataclass
-class AgentConfig:
-    """Fields every agent config has; method configs subclass it and add the paper's settings."""
-
-    seed: int = 0
-    """seed of network initialisation, sampling and exploration"""
-    device: str = "auto"
-    """torch device: "auto" (CUDA when present, else CPU), "cpu", "cuda", "cuda:1", ..."""
-
-
 def restore_generator(generator: torch.Generator, state: torch.Tensor) -> None:
     """Restore a torch generator's saved state. A state saved on another kind of device (a CUDA generator's
     Philox state read back on the CPU, or the reverse) does not fit: the generator is then seeded from that state, so
@@ -163,6 +153,16 @@ def restore_generator(generator: torch.Generator, state: torch.Tensor) -> None:
         "saved state, so the random draws after this resume differ from an uninterrupted run's",
         stacklevel=2,
     )
+
+
+@dataclasses.dataclass
+class AgentConfig:
+    """Fields every agent config has; method configs subclass it and add the paper's settings."""
+
+    seed: int = 0
+    """seed of network initialisation, sampling and exploration"""
+    device: str = "auto"
+    """torch device: "auto" (CUDA when present, else CPU), "cpu", "cuda", "cuda:1", ..."""
 
 
 def config_to_dict(config: Any) -> dict[str, Any]:

@@ -157,7 +157,7 @@ class ReplayBuffer:
             rows = self.storage[indices].cpu()
             atomic_write(directory / f"rows-{start:012d}-{end:012d}.pt", lambda file: torch.save(rows, file))
         self._saved_until = end
-        for shard, (_, shard_end) in _shards(directory):
+        for shard, (_, shard_end) in replay_shards(directory):
             if shard_end <= end - self.capacity:
                 shard.unlink()
 
@@ -165,7 +165,7 @@ class ReplayBuffer:
         """Rebuild the buffer as it was when `total_added` transitions had been added (shards written after that
         point, by a run killed before its checkpoint, are deleted)."""
         first_needed = max(0, total_added - self.capacity)
-        shards = _shards(Path(directory))
+        shards = replay_shards(Path(directory))
         covered = first_needed
         for _, (start, end) in shards:
             if start < total_added and end > first_needed:
@@ -187,7 +187,7 @@ class ReplayBuffer:
         restore_generator(self.generator, generator_state)
 
 
-def _shards(directory: Path) -> list[tuple[Path, tuple[int, int]]]:
+def replay_shards(directory: Path) -> list[tuple[Path, tuple[int, int]]]:
     """Shard files written by `ReplayBuffer.save_new_rows`, oldest first, with their (start, end) rows."""
     shards = []
     for path in directory.glob("rows-*-*.pt"):

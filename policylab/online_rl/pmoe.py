@@ -87,13 +87,20 @@ class PMOEPPOConfig(PPOConfig):
 # -- pieces both variants use ------------------------------------------------------------------------------
 
 
+def ensemble_expert_q_values(
+    critic: EnsembleCritic, observations: torch.Tensor, expert_actions: torch.Tensor
+) -> torch.Tensor:
+    """Every ensemble member's Q(s, ã_k) for each expert's action `expert_actions` [batch, experts, action]:
+    [members, batch, experts]."""
+    batch, experts, _ = expert_actions.shape
+    repeated = observations.unsqueeze(1).expand(-1, experts, -1).reshape(batch * experts, -1)
+    return critic(repeated, expert_actions.reshape(batch * experts, -1)).unflatten(-1, (batch, experts))
+
+
 def expert_q_values(critic: EnsembleCritic, observations: torch.Tensor, expert_actions: torch.Tensor) -> torch.Tensor:
     """min over the critic ensemble of Q(s, ã_k) for each expert's action `expert_actions` [batch, experts, action]:
     [batch, experts]."""
-    batch, experts, _ = expert_actions.shape
-    repeated = observations.unsqueeze(1).expand(-1, experts, -1).reshape(batch * experts, -1)
-    q_values = critic(repeated, expert_actions.reshape(batch * experts, -1)).min(dim=0).values
-    return q_values.view(batch, experts)
+    return ensemble_expert_q_values(critic, observations, expert_actions).min(dim=0).values
 
 
 def gate_regression_loss(gate_logits: torch.Tensor, winners: torch.Tensor) -> torch.Tensor:
