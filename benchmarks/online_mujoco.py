@@ -63,9 +63,12 @@ from policylab.core.files import atomic_write
 
 ALGORITHMS = ("sac", "ppo")
 FRAMEWORKS = ("policylab", "sb3")
+# The SB3 run a policylab algorithm's speed is compared with (SAC with bfloat16 products against SB3's SAC).
+SB3_COUNTERPART = {"sac": "sac", "sac-bf16": "sac", "ppo": "ppo"}
 # Every algorithm a run may name, with its family (whose step budget, evaluation interval and settings it takes).
 FAMILIES = {
     "sac": "sac",
+    "sac-bf16": "sac",
     "ppo": "ppo",
     "pmoe-sac": "sac",
     "pmoe-sac-gumbel": "sac",
@@ -84,8 +87,8 @@ class Settings:
     envs: tuple[str, ...] = ("Hopper-v5", "HalfCheetah-v5")
     """MuJoCo tasks"""
     algorithms: tuple[str, ...] = ALGORITHMS
-    """any of sac, ppo, pmoe-sac, pmoe-sac-gumbel, pmoe-sac-score, pmoe-ppo, props, ppo-buffer, ppo-b1 (all but sac
-    and ppo on policylab only)"""
+    """any of sac, sac-bf16 (SAC with `bf16_matmuls`), ppo, pmoe-sac, pmoe-sac-gumbel, pmoe-sac-score, pmoe-ppo,
+    props, ppo-buffer, ppo-b1 (all but sac and ppo on policylab only)"""
     frameworks: tuple[str, ...] = FRAMEWORKS
     """policylab and/or sb3"""
     seeds: tuple[int, ...] = (0, 1)
@@ -193,7 +196,9 @@ def make_policylab_agent(
         return PMOESAC(env_id, PMOESACConfig(seed=seed, gate_estimator=estimator))
     if algorithm == "pmoe-ppo":
         return PMOEPPO(env_id, PMOEPPOConfig(seed=seed))
-    return SAC(env_id, SACConfig(seed=seed)) if algorithm == "sac" else PPO(env_id, PPOConfig(seed=seed))
+    if algorithm.startswith("sac"):
+        return SAC(env_id, SACConfig(seed=seed, bf16_matmuls=algorithm == "sac-bf16"))
+    return PPO(env_id, PPOConfig(seed=seed))
 
 
 def make_sb3_model(algorithm: str, env_id: str, seed: int):
@@ -445,7 +450,8 @@ def report(settings: Settings) -> None:
             (
                 r
                 for r in rows
-                if (r["algorithm"], r["env_id"], r["framework"]) == (row["algorithm"], row["env_id"], "sb3")
+                if (r["algorithm"], r["env_id"], r["framework"])
+                == (SB3_COUNTERPART.get(row["algorithm"]), row["env_id"], "sb3")
             ),
             None,
         )

@@ -1,9 +1,10 @@
 """Training env-steps/s of policylab's SAC and PPO next to Stable-Baselines3's, in one run, nothing else running.
 
-The agents and models of `online_mujoco.py`, built by its functions (one env, one SAC update per env
-step, PPO's 2048-step rollouts with 10 epochs of 32 minibatches). SAC is timed over `sac_steps` learning
-steps after its 5000 random ones, PPO over `ppo_rollouts` rollouts after one warm-up rollout; no evaluation
-runs. The frameworks alternate, `repeats` times, and the median is reported.
+The agents and models of `online_mujoco.py`, built by its functions: one env, one SAC update per env step (SAC
+also as `sac-bf16`, its update's matrix products in bfloat16), PPO's 2048-step rollouts with 10 epochs of 32
+minibatches. SAC is timed over `sac_steps` learning steps after its 5000 random ones, PPO over `ppo_rollouts`
+rollouts after one warm-up rollout; no evaluation runs. The frameworks alternate, `repeats` times, and the median
+is reported.
 
     python benchmarks/online_speed.py --repeats 3
 
@@ -40,9 +41,11 @@ class Settings:
 
 
 def time_policylab(algorithm: str, env_id: str, settings: Settings) -> float:
+    """`algorithm` is any of `online_mujoco.py`'s (sac-bf16: SAC with its matrix products in bfloat16)."""
     agent = make_policylab_agent(algorithm, env_id, seed=0)
-    warmup = 5001 if algorithm == "sac" else 2048
-    timed = settings.sac_steps if algorithm == "sac" else 2048 * settings.ppo_rollouts
+    sac = algorithm.startswith("sac")
+    warmup = 5001 if sac else 2048
+    timed = settings.sac_steps if sac else 2048 * settings.ppo_rollouts
     agent.learn(warmup, eval_every=10**9, progress=False)
     agent.env_id = None  # keeps its envs, but no evaluation runs inside the timed part
     started = time.perf_counter()
@@ -64,24 +67,24 @@ def main(settings: Settings) -> None:
     torch.set_num_threads(settings.threads)
     rows = []
     for algorithm in ("sac", "ppo"):
+        # policylab's variants timed beside SB3: SAC also with `bf16_matmuls` (named by online_mujoco.py's algorithm)
+        variants = (
+            {"policylab": algorithm, "policylab_bf16": "sac-bf16"} if algorithm == "sac" else {"policylab": algorithm}
+        )
         for env_id in settings.envs:
-            runs: dict[str, list[float]] = {"policylab": [], "sb3": []}
+            runs: dict[str, list[float]] = {name: [] for name in (*variants, "sb3")}
             for _ in range(settings.repeats):
-                runs["policylab"].append(time_policylab(algorithm, env_id, settings))
+                for name, variant in variants.items():
+                    runs[name].append(time_policylab(variant, env_id, settings))
                 runs["sb3"].append(time_sb3(algorithm, env_id, settings))
-            policylab, sb3 = statistics.median(runs["policylab"]), statistics.median(runs["sb3"])
-            rows.append(
-                {
-                    "algorithm": algorithm,
-                    "env_id": env_id,
-                    "policylab": policylab,
-                    "sb3": sb3,
-                    "ratio": policylab / sb3,
-                    "runs": runs,
-                }
-            )
+            speeds = {name: statistics.median(values) for name, values in runs.items()}
+            ratios = {f"ratio{name.removeprefix('policylab')}": speeds[name] / speeds["sb3"] for name in variants}
+            rows.append({"algorithm": algorithm, "env_id": env_id, **speeds, **ratios, "runs": runs})
             print(
-                f"{algorithm} {env_id}: policylab {policylab:.0f}, SB3 {sb3:.0f} env-steps/s, {policylab / sb3:.2f}x",
+                f"{algorithm} {env_id}: "
+                + ", ".join(f"{name} {speed:.0f}" for name, speed in speeds.items())
+                + " env-steps/s; "
+                + ", ".join(f"{name} {ratio:.2f}x" for name, ratio in ratios.items()),
                 flush=True,
             )
     machine = f"{platform.processor() or platform.machine()}, torch {torch.__version__}, {settings.threads} threads"

@@ -121,7 +121,7 @@ class EnsembleMLP(nn.Module):
         """All members `[ensemble, batch, out]`, or one `member` alone `[batch, out]`."""
         for layer in self.layers:
             x = layer(x, member) if isinstance(layer, EnsembleLinear | EnsembleLayerNorm) else layer(x)
-        return x
+        return x.to(self.layers[-1].weight.dtype)  # float32 out even when autocast ran the products in bfloat16
 
 
 class EnsembleCritic(nn.Module):
@@ -313,7 +313,8 @@ class TanhGaussianActor(nn.Module):
 
     def distribution(self, observations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and log-std of the Gaussian before squashing."""
-        mean, log_std = self.head(self.trunk(observations)).chunk(2, dim=-1)
+        outputs = self.head(self.trunk(observations)).to(self.head.weight.dtype)  # float32 under bfloat16 autocast
+        mean, log_std = outputs.chunk(2, dim=-1)
         return mean, bounded_log_std(log_std, self.log_std_bounds)
 
     def forward(self, observations: torch.Tensor, deterministic: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
@@ -424,18 +425,19 @@ class MixtureGaussianActor(nn.Module):
     def forward(self, observations: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Every expert's mean and log-std (before squashing) ([batch, experts, action_dim]) and the gate's logits."""
         features = self.trunk(observations)
-        outputs = self.heads(features).unflatten(-1, (self.num_experts, -1, self.action_dim))
+        dtype = self.heads.weight.dtype  # float32 outputs even when autocast ran the products in bfloat16
+        outputs = self.heads(features).to(dtype).unflatten(-1, (self.num_experts, -1, self.action_dim))
         if self.log_std is None:
             mean, raw_log_std = outputs.unbind(-2)
             log_std = bounded_log_std(raw_log_std, self.log_std_bounds)
         else:
             mean = outputs.squeeze(-2)
             log_std = self.log_std.expand_as(mean)
-        return mean, log_std, self.gate(features.detach())
+        return mean, log_std, self.gate(features.detach()).to(dtype)
 
     def gate_weights(self, observations: torch.Tensor) -> torch.Tensor:
         """The gate's probability of each expert: [batch, experts]."""
-        return torch.softmax(self.gate(self.trunk(observations).detach()), dim=-1)
+        return torch.softmax(self.gate(self.trunk(observations).detach()).to(self.gate.weight.dtype), dim=-1)
 
     def sample_experts(self, observations: torch.Tensor) -> ExpertSamples:
         """A reparameterised action from every expert and its log-density under that expert."""

@@ -1,4 +1,5 @@
 import copy
+import dataclasses
 
 import pytest
 import torch
@@ -58,6 +59,32 @@ def test_sac_entropy_gradient_equals_autograd_of_sb3s_alpha_loss_and_the_update_
     # The update's losses use α from before its step, as SB3's do; the step itself moved α.
     assert metrics["train/alpha"] == reference.log_alpha.value.exp()
     assert agent.log_alpha.value.exp() != reference.log_alpha.value.exp()
+
+
+def test_sac_bf16_matmuls_stay_close_to_float32_and_the_actor_reads_the_stepped_critics():
+    agent = SAC("Pendulum-v1", small_config(learning_rate=0.05))  # a large step moves Q far more than rounding does
+    agent.setup_learning(1000)
+    agent.buffer.add(
+        torch.randn(64, 3), torch.rand(64, 1) * 4 - 2, torch.randn(64), torch.randn(64, 3), torch.zeros(64)
+    )
+    batch = agent.buffer.sample(64)
+    before = copy.deepcopy(agent)
+    bf16 = copy.deepcopy(agent)
+    bf16.config = dataclasses.replace(agent.config, bf16_matmuls=True)
+    torch.manual_seed(3)
+    expected = agent.update(batch)
+    torch.manual_seed(3)
+    metrics = bf16.update(batch)
+    for name in ("train/critic_loss", "train/actor_loss", "train/q_mean", "train/entropy"):
+        torch.testing.assert_close(metrics[name], expected[name], rtol=2e-2, atol=2e-2)
+    assert metrics["train/q_mean"] != expected["train/q_mean"]  # the products did run in bfloat16
+    assert all(parameter.dtype == torch.float32 for parameter in bf16.critic.parameters())
+    # An actor loss at the critics from before their step (what a stale bfloat16 weight cache would give) is far off.
+    torch.manual_seed(3)
+    actions, log_probs = before.actor(batch.observations)
+    stale_q = before.critic(batch.observations, actions).min(dim=0).values
+    stale_actor_loss = (expected["train/alpha"] * log_probs - stale_q).mean()
+    assert (stale_actor_loss - expected["train/actor_loss"]).abs() > 0.2
 
 
 def test_sac_stores_final_observation_and_bootstraps_truncation():
