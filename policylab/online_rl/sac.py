@@ -57,8 +57,7 @@ class SACConfig(OnlineConfig):
     hidden_sizes: tuple[int, ...] = (256, 256)
     """hidden layer widths of actor and critics"""
     bf16_matmuls: bool = False
-    """run the update's matrix products in bfloat16 by autocast (weights, losses and Adam stay float32): faster
-    updates on CPUs with AVX512-BF16 or AMX and on recent GPUs (slower on CPUs without), numerics slightly changed"""
+    """update's matrix products in bfloat16 (autocast; float32 weights): faster on AVX512-BF16/AMX CPUs, recent GPUs"""
 
 
 class PolicySample(NamedTuple):
