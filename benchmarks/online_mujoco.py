@@ -196,7 +196,7 @@ def make_policylab_agent(
         return PMOESAC(env_id, PMOESACConfig(seed=seed, gate_estimator=estimator))
     if algorithm == "pmoe-ppo":
         return PMOEPPO(env_id, PMOEPPOConfig(seed=seed))
-    if algorithm.startswith("sac"):
+    if algorithm in ("sac", "sac-bf16"):
         return SAC(env_id, SACConfig(seed=seed, bf16_matmuls=algorithm == "sac-bf16"))
     return PPO(env_id, PPOConfig(seed=seed))
 

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import torch
 import tyro
-from online_mujoco import make_policylab_agent, make_sb3_model  # the matched settings, built in one place
+from online_mujoco import FAMILIES, make_policylab_agent, make_sb3_model  # the matched settings, built in one place
 
 
 @dataclasses.dataclass
@@ -43,7 +43,7 @@ class Settings:
 def time_policylab(algorithm: str, env_id: str, settings: Settings) -> float:
     """`algorithm` is any of `online_mujoco.py`'s (sac-bf16: SAC with its matrix products in bfloat16)."""
     agent = make_policylab_agent(algorithm, env_id, seed=0)
-    sac = algorithm.startswith("sac")
+    sac = FAMILIES[algorithm] == "sac"
     warmup = 5001 if sac else 2048
     timed = settings.sac_steps if sac else 2048 * settings.ppo_rollouts
     agent.learn(warmup, eval_every=10**9, progress=False)
