@@ -127,7 +127,7 @@ class DatasetNeighbourSearch:
 
     def nearest(self, state_indices: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Indices of the nearest keys to (β·states[state_indices], actions)."""
-        actions = actions.detach()
+        actions = actions.detach().float()
         candidates = self.candidates.index_select(0, state_indices)  # [B, K]
         candidate_actions = self.actions.index_select(0, candidates.reshape(-1)).view(*candidates.shape, -1)
         distances = self.state_distances.index_select(0, state_indices) + (
@@ -197,7 +197,8 @@ class DatasetNeighbourSearch:
         if self.device.type == "cuda":
             return brute_force_nearest(self.keys, queries)
         if len(queries) >= MATMUL_SEARCH_MIN_QUERIES:  # many queries: matrix products beat the tree in high dimension
-            keys, distances = self._matmul_search(queries, max(self.num_remembered, 1))
+            with torch.autocast(self.device.type, enabled=False):  # float32 products: the rounding bound assumes them
+                keys, distances = self._matmul_search(queries, max(self.num_remembered, 1))
             if self.num_remembered:
                 self._remember(states, queries, keys, distances)
             return keys[:, 0]

@@ -26,7 +26,7 @@ import gymnasium as gym
 import torch
 from torch.optim.lr_scheduler import CosineAnnealingLR
 
-from policylab.core.agent import AgentConfig, register_agent
+from policylab.core.agent import register_agent
 from policylab.core.buffers import ReplayBuffer, TransitionBatch
 from policylab.core.data import OfflineDataset
 from policylab.core.nets import (
@@ -38,13 +38,13 @@ from policylab.core.nets import (
     mlp,
     polyak_update,
 )
-from policylab.core.offline import OfflineAgent
+from policylab.core.offline import OfflineAgent, OfflineConfig
 
 LOG_STD_BOUNDS = (-20.0, 2.0)  # CORL's clamp of the policy's log-std
 
 
 @dataclasses.dataclass
-class IQLConfig(AgentConfig):
+class IQLConfig(OfflineConfig):
     """IQL settings; defaults are CORL's for the D4RL MuJoCo locomotion tasks."""
 
     expectile: float = 0.7

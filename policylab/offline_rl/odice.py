@@ -42,19 +42,19 @@ import numpy as np
 import torch
 from torch.nn import functional as F
 
-from policylab.core.agent import AgentConfig, register_agent
+from policylab.core.agent import register_agent
 from policylab.core.buffers import ReplayBuffer, TransitionBatch
 from policylab.core.data import OfflineDataset
 from policylab.core.gradients import orthogonal_gradient
 from policylab.core.nets import EnsembleValue, GaussianActor, adam, freeze, polyak_update
-from policylab.core.offline import OfflineAgent
+from policylab.core.offline import OfflineAgent, OfflineConfig
 from policylab.offline_rl.iql import reward_scale_from_returns
 
 FDivergence = Literal["pearson_chi2", "reverse_kl"]
 
 
 @dataclasses.dataclass
-class ODICEConfig(AgentConfig):
+class ODICEConfig(OfflineConfig):
     """O-DICE settings; defaults are the authors' for the D4RL locomotion tasks."""
 
     # The paper tunes λ and η per dataset (its appendix D, which the authors' README points to). That table could not

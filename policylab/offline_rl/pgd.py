@@ -24,11 +24,11 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from policylab.core.agent import AgentConfig, register_agent, restore_generator
+from policylab.core.agent import register_agent, restore_generator
 from policylab.core.buffers import ReplayBuffer, TransitionBatch
 from policylab.core.data import OfflineDataset
 from policylab.core.files import cache_dir
-from policylab.core.offline import OfflineAgent
+from policylab.core.offline import OfflineAgent, OfflineConfig
 from policylab.offline_rl.iql import IQL, IQLConfig
 from policylab.offline_rl.td3bc import TD3BC, TD3BCConfig
 from policylab.offline_rl.trajectory_diffusion import (
@@ -43,7 +43,7 @@ INNER_AGENTS: dict[str, type[OfflineAgent]] = {"td3bc": TD3BC, "iql": IQL}
 
 
 @dataclasses.dataclass
-class PGDConfig(AgentConfig):
+class PGDConfig(OfflineConfig):
     """PGD settings: the inner agent, the diffusion model, guidance and the synthetic/real batch mix. Defaults are
     the authors' except the diffusion network and the synthetic set's size, made to fit a 2-core CPU."""
 

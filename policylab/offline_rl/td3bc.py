@@ -15,7 +15,7 @@ import gymnasium as gym
 import torch
 from torch.nn import functional as F
 
-from policylab.core.agent import AgentConfig, register_agent
+from policylab.core.agent import register_agent
 from policylab.core.buffers import ReplayBuffer, TransitionBatch
 from policylab.core.data import OfflineDataset
 from policylab.core.nets import (
@@ -26,11 +26,11 @@ from policylab.core.nets import (
     freeze,
     polyak_update,
 )
-from policylab.core.offline import OfflineAgent
+from policylab.core.offline import OfflineAgent, OfflineConfig
 
 
 @dataclasses.dataclass
-class TD3BCConfig(AgentConfig):
+class TD3BCConfig(OfflineConfig):
     """TD3+BC settings; defaults are the paper's for the D4RL MuJoCo tasks."""
 
     alpha: float = 2.5

@@ -25,7 +25,7 @@ from torch import nn
 from policylab.core.agent import register_agent
 from policylab.core.buffers import ReplayBuffer, TransitionBatch
 from policylab.core.envs import VecEnv
-from policylab.core.nets import EnsembleCritic, TanhGaussianActor, adam, freeze, polyak_update
+from policylab.core.nets import EnsembleCritic, TanhGaussianActor, adam, bf16_autocast, freeze, polyak_update
 from policylab.core.online import OnlineAgent, OnlineConfig
 from policylab.core.runs import RunDirectory
 
@@ -157,7 +157,7 @@ class SAC(OnlineAgent):
         cfg = self.config
         observations, actions, rewards, next_observations, terminals, _ = batch
 
-        with self._matmul_autocast():
+        with bf16_autocast(self.device, cfg.bf16_matmuls):
             policy = self._policy_sample(observations)
             with torch.no_grad():
                 next_actions, next_log_probs = self._next_policy_sample(next_observations)
@@ -177,8 +177,7 @@ class SAC(OnlineAgent):
         critic_loss.backward()
         self.critic_optimizer.step()
 
-        # A context of its own: the first one cached bfloat16 copies of the critics' weights from before their step.
-        with self._matmul_autocast():
+        with bf16_autocast(self.device, cfg.bf16_matmuls):  # reads the critics' stepped weights (no cast cache)
             q_policy = self.critic(observations, policy.actions).min(dim=0).values
         actor_loss = (alpha * log_probs - q_policy).mean()
         total_actor_loss = actor_loss if policy.auxiliary_loss is None else actor_loss + policy.auxiliary_loss
@@ -197,10 +196,6 @@ class SAC(OnlineAgent):
             "train/q_mean": q_values.detach().mean(),
             **policy.metrics,
         }
-
-    def _matmul_autocast(self) -> torch.autocast:
-        """Network calls of the update inside this run their matrix products in bfloat16 if `bf16_matmuls`."""
-        return torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.config.bf16_matmuls)
 
     def _policy_sample(self, observations: torch.Tensor) -> PolicySample:
         """The reparameterised actions of the actor's loss and the α step, with their log-densities."""
