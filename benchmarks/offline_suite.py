@@ -121,10 +121,11 @@ VARIANTS: dict[str, tuple[str, dict[str, Any]]] = {
 
 
 def offline_agents() -> dict[str, tuple[type[OfflineAgent], dict[str, Any]]]:
-    """The suite's algorithms by name: every registered offline agent class, and the `VARIANTS`, each with the
-    config fields it presets."""
+    """The suite's algorithms by name: every registered offline agent class and the `VARIANTS`, each with the
+    config fields it presets, and each of those again as `<name>-bf16`, its updates' products in bfloat16."""
     agents = {name: (cls, {}) for name, cls in registered_agents().items() if issubclass(cls, OfflineAgent)}
-    return agents | {name: (agents[agent][0], preset) for name, (agent, preset) in VARIANTS.items()}
+    agents |= {name: (agents[agent][0], preset) for name, (agent, preset) in VARIANTS.items()}
+    return agents | {f"{name}-bf16": (cls, preset | {"bf16_matmuls": True}) for name, (cls, preset) in agents.items()}
 
 
 def parse_agent_options(settings: Settings) -> dict[str, dict[str, Any]]:
