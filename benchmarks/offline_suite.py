@@ -41,7 +41,7 @@ import numpy as np
 import torch
 import tyro
 
-from policylab.core.agent import AgentConfig, config_from_dict, config_to_dict, registered_agents
+from policylab.core.agent import AgentConfig, config_from_dict, config_to_dict, recorded_defaults, registered_agents
 from policylab.core.data import OfflineDataset, load_dataset
 from policylab.core.files import atomic_write
 from policylab.core.logging import MetricLogger
@@ -238,7 +238,9 @@ def read_result(settings: Settings, run: Run, options: dict[str, dict[str, Any]]
         return None
     result = json.loads(path.read_text())
     expected = recorded_settings(budget(settings), config_to_dict(agent_config(run, options)))
-    check_same(recorded_settings(result["budget"], result["config"]), expected, path)
+    # a config field added since the run was recorded did what its default does now
+    recorded_config = recorded_defaults(offline_agents()[run.algorithm][0].config_class) | result["config"]
+    check_same(recorded_settings(result["budget"], recorded_config), expected, path)
     return result
 
 

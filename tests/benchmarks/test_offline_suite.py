@@ -68,6 +68,16 @@ def test_sweep_writes_one_cell_per_algorithm_and_dataset_and_skips_finished_runs
     with pytest.raises(ValueError, match=r"was made with \{'steps': 200\}, not \{'steps': 400\}"):
         suite.main(dataclasses.replace(settings, steps=400, report_only=True))
 
+    path = settings.out / "runs" / "td3bc-gen_pendulum-scripted-v0-s0.json"
+    recorded = json.loads(path.read_text())
+    del recorded["config"]["bf16_matmuls"]  # a result recorded before the config had this field
+    path.write_text(json.dumps(recorded))
+    suite.main(dataclasses.replace(settings, report_only=True))  # read as the field's default
+    recorded["config"]["bf16_matmuls"] = True
+    path.write_text(json.dumps(recorded))
+    with pytest.raises(ValueError, match=r"\{'config.bf16_matmuls': True\}, not \{'config.bf16_matmuls': False\}"):
+        suite.main(dataclasses.replace(settings, report_only=True))
+
 
 def test_killed_run_resumes_from_its_checkpoint(settings, monkeypatch):
     settings = dataclasses.replace(settings, algorithms=("td3bc",))
