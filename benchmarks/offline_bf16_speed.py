@@ -1,8 +1,9 @@
 """Offline agents' updates per second with float32 and with bfloat16 matrix products (`bf16_matmuls`), in one run.
 
 Each algorithm trains on the same synthetic Hopper-sized dataset (11-dim states, 3-dim actions; speed does not
-depend on the values) in alternating blocks of `updates` updates, float32 then bfloat16, under `bf16_autocast` as
-`fit` applies it, after a warm-up block of each; the report gives the median of `repeats` blocks and the ratio.
+depend on the values), at its own batch size, in alternating blocks of `updates` updates, float32 then bfloat16,
+under `bf16_autocast` as `fit` applies it, after a warm-up block of each; the report gives the median of `repeats`
+blocks and the ratio.
 
     python benchmarks/offline_bf16_speed.py --algorithms td3bc iql a2pr odice --repeats 3
 
@@ -46,7 +47,7 @@ def updates_per_second(agent, buffer, updates: int, bf16: bool) -> float:
     started = time.perf_counter()
     with bf16_autocast(agent.device, bf16):
         for _ in range(updates):
-            agent.update(buffer.sample(256))
+            agent.update(buffer.sample(agent.batch_size))
     return updates / (time.perf_counter() - started)
 
 
