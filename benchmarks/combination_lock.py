@@ -14,10 +14,10 @@ Methods:
   random warm-up steps (the buffer is not empty), γ = 0.99.
 
 Each (H, method, seed) writes `<out>/runs/h<H>-<method>-s<seed>.json` when it ends (its success curve and samples
-to success, or None at the cap), so a killed benchmark resumes where it stopped; the table goes to
-`<out>/combination_lock.md` and `.json`.
-
-A run that ended unsolved is run again when its cap was lower than the one asked for now.
+to success, or None at the cap); the table goes to `<out>/combination_lock.md` and `.json`. While it runs, its
+agent checkpoints every `checkpoint_every` env steps in `<work-dir>/h<H>-<method>-s<seed>/` with the success
+records, so a killed run resumes from its last checkpoint, and a run that ended unsolved continues from its cap
+when a higher cap is asked for (runs recorded before checkpoints existed start again).
 
     python benchmarks/combination_lock.py --horizons 5 10 --seeds 0 1 2
     python benchmarks/combination_lock.py --horizons 50 --methods hnpg --caps 50 4000000
@@ -25,7 +25,9 @@ A run that ended unsolved is run again when its cap was lower than the one asked
 
 from __future__ import annotations
 
+import bisect
 import collections
+import copy
 import dataclasses
 import json
 import platform
@@ -62,22 +64,33 @@ class Settings:
     than NPG/HNPG on a CPU)"""
     episodes: int = 50_000
     """offline episodes (the paper's 50,000)"""
+    offline_ratio: float = 1.0
+    """HNPG's offline transitions per time step and iteration, as a multiple of the online ones (1: the authors')"""
     window: int = 10_000
     """env steps whose finished training episodes make the moving-average success probability"""
     probe_every: int = 10_000
     """env steps between measures of each time step's right-choice probability (`right_choice_probabilities`)"""
     out: Path = Path("benchmarks/results/combination_lock")
     """where runs/ and the table go"""
+    work_dir: Path | None = None
+    """where the runs' checkpoints go (default `<out>/work`, not committed)"""
+    checkpoint_every: int = 100_000
+    """env steps between a run's checkpoints"""
 
 
 class SuccessTracker(VecEnvWrapper):
     """Records, for every finished episode of the envs it wraps, the env step count and whether it was a success
-    (reward 1 at its last step); the agent trains on it as on the envs themselves."""
+    (reward 1 at its last step), and keeps the run's curves; the agent trains on it as on the envs themselves. The
+    records are part of the envs' state, so they travel in the agent's checkpoints and come back on resuming."""
 
     def __init__(self, env: VecEnv) -> None:
         super().__init__(env)
         self.steps = 0
         self.finished: list[tuple[int, bool]] = []
+        self.success_curve: list[tuple[int, float]] = []
+        self.per_step_curve: list[tuple[int, list[float]]] = []
+        self.last_check = 0
+        self.seconds = 0.0
 
     def step(self, actions: Any) -> Any:
         observations, rewards, terminated, truncated, info = self.env.step(actions)
@@ -87,14 +100,30 @@ class SuccessTracker(VecEnvWrapper):
         self.finished += [(self.steps, bool(success)) for success in successes[done]]
         return observations, rewards, terminated, truncated, info
 
+    RECORDS = ("steps", "finished", "success_curve", "per_step_curve", "last_check", "seconds")
+
+    def state_dict(self) -> dict[str, Any] | None:
+        env_state = self.env.state_dict()
+        if env_state is None:  # records without the episodes they belong to cannot be resumed
+            return None
+        return {"env": env_state, **{name: copy.deepcopy(getattr(self, name)) for name in self.RECORDS}}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.env.load_state_dict(state["env"])
+        for name in self.RECORDS:
+            setattr(self, name, copy.deepcopy(state[name]))
+
 
 class Solved(Exception):
     """Raised by the callback to end a run once the moving-average success probability passes 0.5."""
 
 
 def moving_success(finished: list[tuple[int, bool]], at: int, window: int) -> float | None:
-    """Success fraction of the episodes finished in (at − window, at]; None when none finished there."""
-    recent = [success for step, success in finished if at - window < step <= at]
+    """Success fraction of the episodes finished in (at − window, at]; None when none finished there. `finished`
+    is in step order (bisected: a check costs the window's episodes, not the whole run's)."""
+    first = bisect.bisect_right(finished, (at - window, True))
+    last = bisect.bisect_right(finished, (at, True))
+    recent = [success for _, success in finished[first:last]]
     return float(np.mean(recent)) if recent else None
 
 
@@ -113,12 +142,13 @@ def right_choice_probabilities(agent: Any, lock: Any, samples: int = 100) -> lis
     return choices.gather(-1, right[:, :, None, None].expand(-1, -1, samples, 1)).mean(dim=(1, 2, 3)).tolist()
 
 
-def build_agent(method: str, horizon: int, seed: int, episodes: int, cap: int, envs: VecEnv) -> Any:
-    dataset_id = combination_lock_dataset_id(horizon, episodes)
+def build_agent(method: str, horizon: int, seed: int, cap: int, envs: VecEnv, settings: Settings) -> Any:
+    dataset_id = combination_lock_dataset_id(horizon, settings.episodes)
     if method == "npg":
         return NPG(envs, NPGConfig(seed=seed, num_envs=envs.num_envs))
     if method == "hnpg":
-        return HNPG(envs, HNPGConfig(seed=seed, num_envs=envs.num_envs, dataset=dataset_id))
+        config = HNPGConfig(seed=seed, num_envs=envs.num_envs, dataset=dataset_id, offline_ratio=settings.offline_ratio)
+        return HNPG(envs, config)
     dataset = load_dataset(dataset_id)
     agent = SAC(envs, SACConfig(seed=seed, learning_starts=0, buffer_size=len(dataset) + cap))
     agent.setup_learning(0)
@@ -140,11 +170,16 @@ def run_cap(method: str, horizon: int, settings: Settings) -> int:
     return caps[horizon]
 
 
-def needs_run(path: Path, cap: int) -> bool:
+def needs_run(path: Path, cap: int, settings: Settings) -> bool:
     """True when the run has no record yet, or ended unsolved under a lower cap than `cap`."""
     if not path.exists():
         return True
     record = json.loads(path.read_text())
+    if record["method"] == "hnpg" and record.get("offline_ratio", 1.0) != settings.offline_ratio:
+        raise ValueError(
+            f"{path} was run with offline_ratio {record.get('offline_ratio', 1.0)}, not {settings.offline_ratio}: "
+            "give runs of another offline ratio their own --out"
+        )
     return record["samples_to_success"] is None and record["cap"] < cap
 
 
@@ -153,30 +188,38 @@ def run(method: str, horizon: int, seed: int, cap: int, settings: Settings) -> d
     env_id = register_combination_lock(horizon)
     num_envs = 1 if method == "hybrid-sac" else 10
     envs = SuccessTracker(make_vec_env(env_id, num_envs, backend="torch", seed=seed))
-    agent = build_agent(method, horizon, seed, settings.episodes, cap, envs)
-    curve: list[tuple[int, float]] = []
-    per_step_curve: list[tuple[int, list[float]]] = []
-    probe = make_vec_env(env_id, 1, backend="torch", seed=10_000 + seed).unwrapped
-    checked = 0
+    agent = build_agent(method, horizon, seed, cap, envs, settings)
+    work_dir = settings.work_dir if settings.work_dir is not None else settings.out / "work"
+    last_time = time.perf_counter()
 
     def check(agent: Any) -> None:
-        nonlocal checked
-        if envs.steps // 1000 == checked // 1000:
+        nonlocal last_time
+        if envs.steps // 1000 == envs.last_check // 1000:
             return
-        if envs.steps // settings.probe_every != checked // settings.probe_every:
+        if envs.steps // settings.probe_every != envs.last_check // settings.probe_every:
+            probe = make_vec_env(env_id, 1, backend="torch", seed=10_000 + seed + envs.steps).unwrapped
             probabilities = right_choice_probabilities(agent, probe)
             if probabilities is not None:
-                per_step_curve.append((envs.steps, probabilities))
-        checked = envs.steps
+                envs.per_step_curve.append((envs.steps, probabilities))
+        envs.last_check = envs.steps
+        envs.seconds, last_time = envs.seconds + time.perf_counter() - last_time, time.perf_counter()
         success = moving_success(envs.finished, envs.steps, settings.window)
         if success is not None:
-            curve.append((envs.steps, success))
+            envs.success_curve.append((envs.steps, success))
             if success > 0.5:
                 raise Solved
 
-    started = time.perf_counter()
     try:
-        agent.learn(cap, eval_every=10 * cap, progress=False, env=envs, callback=check)
+        agent.learn(
+            cap,
+            eval_every=10 * cap,
+            progress=False,
+            env=envs,
+            callback=check,
+            run_dir=work_dir / f"h{horizon}-{method}-s{seed}",
+            resume=True,
+            checkpoint_every=settings.checkpoint_every,
+        )
         solved_at = None
     except Solved:
         solved_at = envs.steps
@@ -187,11 +230,12 @@ def run(method: str, horizon: int, seed: int, cap: int, settings: Settings) -> d
         "cap": cap,
         "window": settings.window,
         "offline_episodes": settings.episodes,
+        "offline_ratio": settings.offline_ratio if method == "hnpg" else None,
         "samples_to_success": solved_at,
         "samples_run": envs.steps,
-        "seconds": time.perf_counter() - started,
-        "success_curve": curve,
-        "right_choice_probability_curve": per_step_curve,
+        "seconds": envs.seconds,
+        "success_curve": envs.success_curve,
+        "right_choice_probability_curve": envs.per_step_curve,
     }
 
 
@@ -265,7 +309,7 @@ def main(settings: Settings) -> None:
                     raise ValueError(f"unknown method {method!r}; choose from {', '.join(METHODS)}")
                 path = runs_dir / f"h{horizon}-{method}-s{seed}.json"
                 cap = run_cap(method, horizon, settings)
-                if not needs_run(path, cap):
+                if not needs_run(path, cap, settings):
                     continue
                 result = run(method, horizon, seed, cap, settings)
                 result["machine"] = f"{platform.processor() or platform.machine()}, torch {torch.__version__}, 1 thread"

@@ -35,6 +35,9 @@ class HNPGConfig(NPGConfig):
     dataset: str | None = None
     """offline data (gen/<name>, d4rl/<name>, a D4RL-layout .hdf5 path); default on CombinationLock-H<H>-v0: the
     paper's data, gen/combination-lock-h<H>-v0 (50,000 episodes of the optimal policy with 1/H random actions)"""
+    offline_ratio: float = 1.0
+    """offline transitions drawn per time step and iteration, as a multiple of the online samples per time step
+    (1: as many, the authors' setting); they feed both the critic fit and the policy step"""
 
 
 def steps_within_episodes(dataset: OfflineDataset) -> np.ndarray:
@@ -92,7 +95,7 @@ class HNPG(NPG):
     # -- the hybrid parts NPG leaves open ---------------------------------------------------------------
 
     def _prepare_offline_batch(self, per_step: int) -> None:
-        draws = torch.rand(self.num_steps, max(per_step, 1), device=self.device)
+        draws = torch.rand(self.num_steps, max(round(per_step * self.config.offline_ratio), 1), device=self.device)
         columns = (draws * self._offline_counts[:, None]).long()
         self._offline_rows = self._offline_index.gather(1, columns)
 

@@ -1,5 +1,7 @@
 """NPG and HNPG on the combination lock: HNPG solves a short lock, runs resume exactly, per-step acting."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -33,6 +35,14 @@ def test_hnpg_solves_a_short_lock_with_offline_data(lock_data):
 def test_hnpg_resume_after_kill_equals_uninterrupted_run(lock_data, resumes_exactly):
     config = HNPGConfig(seed=0, dataset=lock_data, num_envs=4, steps_per_iteration=120, critic_steps=5)
     resumes_exactly(lambda: HNPG(LOCK, config), 600, 360, 240, ("policy", "critic"))
+
+
+@pytest.mark.parametrize("ratio, drawn", [(1.0, 40), (2.5, 100)])
+def test_offline_ratio_sets_the_offline_draws_per_time_step(lock_data, ratio, drawn):
+    config = HNPGConfig(seed=0, dataset=lock_data, num_envs=4, steps_per_iteration=120, critic_steps=1)
+    agent = HNPG(LOCK, dataclasses.replace(config, offline_ratio=ratio))
+    agent.learn(120, eval_every=10_000, progress=False)  # one iteration: 40 online samples at each of 3 steps
+    assert agent._offline_rows.shape == (3, drawn)
 
 
 def test_per_step_policies_act_by_time_step_and_reload(tmp_path):
