@@ -244,10 +244,12 @@ def table(results: list[dict[str, Any]], settings: Settings) -> str:
     cells: dict[tuple[int, str], list[dict[str, Any]]] = collections.defaultdict(list)
     for result in results:
         cells[result["horizon"], result["method"]].append(result)
+    ratio = settings.offline_ratio
+    ratio_note = f", HNPG drawing {ratio:g}x as many offline as online samples per step" if ratio != 1 else ""
     lines = [
         f"Online samples until the moving-average success probability (training episodes, {settings.window:,}-step "
         f'window) exceeds 0.5, counted until a sample cap given per run ("> cap" where a run did not get there); '
-        f"offline data {settings.episodes:,} episodes.",
+        f"offline data {settings.episodes:,} episodes{ratio_note}.",
         "",
         "| H | method | seeds solved | samples to success per seed | median |",
         "| --- | --- | --- | --- | --- |",

@@ -7,6 +7,7 @@ does not gives its policy no reason to condition on the state.
 
     python benchmarks/combination_lock_critic.py --horizon 20 --steps 300000
     python benchmarks/combination_lock_critic.py --horizon 5 --steps 30000
+    python benchmarks/combination_lock_critic.py --horizon 20 --steps 150000 --offline-ratio 10
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ class Settings:
     """online env steps of HNPG's training"""
     seed: int = 0
     """seed of the agent and the training envs"""
+    offline_ratio: float = 1.0
+    """HNPG's offline draws per time step and iteration, as a multiple of the online ones (1: the authors')"""
     samples: int = 200
     """observations per (step, latent state) in the probe"""
     out: Path = Path("benchmarks/results/combination_lock")
@@ -59,16 +62,18 @@ def main(settings: Settings) -> None:
     torch.set_num_threads(1)
     env_id = register_combination_lock(settings.horizon)
     envs = make_vec_env(env_id, 10, backend="torch", seed=settings.seed)
-    agent = HNPG(envs, HNPGConfig(seed=settings.seed, num_envs=10))
+    agent = HNPG(envs, HNPGConfig(seed=settings.seed, num_envs=10, offline_ratio=settings.offline_ratio))
     agent.learn(settings.steps, eval_every=10 * settings.steps, progress=False, env=envs)
     lock = make_vec_env(env_id, 1, backend="torch", seed=10_000 + settings.seed).unwrapped
     rows = probe(agent, lock, settings.samples)
     columns = list(rows[0])
+    ratio = settings.offline_ratio
+    ratio_note = f", {ratio:g}x the online draws per step" if ratio != 1 else ""
     same = lock.combinations[0] == lock.combinations[1]
     lines = [
         f"HNPG on CombinationLock-H{settings.horizon}-v0 after {settings.steps:,} online steps (seed {settings.seed}, "
-        f"offline data gen/combination-lock-h{settings.horizon}-v0): per time step, the probability of the right "
-        f"choice in each live state and the critic's Q for the one-hot right choices of A and of B "
+        f"offline data gen/combination-lock-h{settings.horizon}-v0{ratio_note}): per time step, the probability of "
+        f"the right choice in each live state and the critic's Q for the one-hot right choices of A and of B "
         f"({settings.samples} noisy observations each). `same`: A and B share the step's right choice.",
         "",
         "| h | same | " + " | ".join(columns) + " |",
@@ -79,7 +84,8 @@ def main(settings: Settings) -> None:
         lines.append(f"| {h} | {'yes' if same[h] else ''} | {cells} |")
     text = "\n".join(lines) + "\n"
     settings.out.mkdir(parents=True, exist_ok=True)
-    path = settings.out / f"critic_h{settings.horizon}_s{settings.seed}_{settings.steps}.md"
+    suffix = f"_offline_x{ratio:g}" if ratio != 1 else ""
+    path = settings.out / f"critic_h{settings.horizon}_s{settings.seed}_{settings.steps}{suffix}.md"
     atomic_write(path, lambda file: file.write(text.encode()))
     print(text)
 
