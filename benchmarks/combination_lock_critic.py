@@ -1,13 +1,20 @@
 """What HNPG's per-step critics and policies have learnt on the combination lock after a given number of samples.
 
-For every time step h and each live latent state (A, B): the probability that π_h picks the right choice, and the
-critic's Q_h for the one-hot actions of A's and of B's right choice at that step, on fresh noisy observations. A
-critic that tells the latent states apart values the right choice of the state above the other state's; one that
-does not gives its policy no reason to condition on the state.
+For every time step h and each live latent state (A, B): the probability that π_h picks the right choice, the
+critic's Q_h for the one-hot actions of A's and of B's right choice at that step, and Q_h averaged over π_h's own
+actions, on fresh noisy observations. A critic that tells the latent states apart values the right choice of the
+state above the other state's; one that does not gives its policy no reason to condition on the state. Where the
+policy's own actions, which lie outside the offline data's one-hot and [0, 1]^10 actions, are valued as high as
+the right choice while they rarely make it, the policy step is following the critic's extrapolation.
+
+The agent is trained here (`--steps`, `--offline-ratio`) or read from a combination-lock benchmark run's
+checkpoint (`--checkpoint`).
 
     python benchmarks/combination_lock_critic.py --horizon 20 --steps 300000
     python benchmarks/combination_lock_critic.py --horizon 5 --steps 30000
     python benchmarks/combination_lock_critic.py --horizon 20 --steps 150000 --offline-ratio 10
+    python benchmarks/combination_lock_critic.py --horizon 50 \
+        --checkpoint benchmarks/results/combination_lock_offline_x10/work/h50-hnpg-s0/checkpoint.pt
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from pathlib import Path
 import torch
 import tyro
 
+from policylab.core.agent import load_checkpoint
 from policylab.core.envs import make_vec_env
 from policylab.core.envs.torch_envs import register_combination_lock
 from policylab.core.files import atomic_write
@@ -34,6 +42,9 @@ class Settings:
     """seed of the agent and the training envs"""
     offline_ratio: float = 1.0
     """HNPG's offline draws per time step and iteration, as a multiple of the online ones (1: the authors')"""
+    checkpoint: Path | None = None
+    """probe the agent of this benchmark run checkpoint (`<out>/work/h<H>-hnpg-s<seed>/checkpoint.pt`) instead of
+    training one; its steps, seed and offline ratio are read from it"""
     samples: int = 200
     """observations per (step, latent state) in the probe"""
     out: Path = Path("benchmarks/results/combination_lock")
@@ -50,20 +61,32 @@ def probe(agent: HNPG, lock, samples: int) -> list[dict[str, float]]:
     right_actions = torch.eye(lock.num_choices)[right][:, :, None].expand(-1, -1, samples, -1)  # [H, 2, samples, 10]
     rows: list[dict[str, float]] = [{} for _ in range(lock.horizon)]
     for latent, name in enumerate("AB"):
-        for other_latent, other in enumerate("AB"):
-            values = agent.critic(observations[:, latent], right_actions[:, other_latent]).squeeze(-1).mean(dim=1)
+        probed = {f"right of {other}": right_actions[:, other_latent] for other_latent, other in enumerate("AB")}
+        probed["π's actions"] = actions[:, latent]
+        for h in range(lock.horizon):
+            rows[h][f"P(right|{name})"] = float(probabilities[h, latent])
+        for label, probed_actions in probed.items():
+            values = agent.critic(observations[:, latent], probed_actions).squeeze(-1).mean(dim=1)
             for h in range(lock.horizon):
-                rows[h][f"P(right|{name})"] = float(probabilities[h, latent])
-                rows[h][f"Q({name}, right of {other})"] = float(values[h])
+                rows[h][f"Q({name}, {label})"] = float(values[h])
     return rows
 
 
 def main(settings: Settings) -> None:
     torch.set_num_threads(1)
     env_id = register_combination_lock(settings.horizon)
-    envs = make_vec_env(env_id, 10, backend="torch", seed=settings.seed)
-    agent = HNPG(envs, HNPGConfig(seed=settings.seed, num_envs=10, offline_ratio=settings.offline_ratio))
-    agent.learn(settings.steps, eval_every=10 * settings.steps, progress=False, env=envs)
+    if settings.checkpoint is not None:
+        agent = HNPG.load(settings.checkpoint)
+        steps = int(load_checkpoint(settings.checkpoint)["training"]["step"])
+        settings = dataclasses.replace(
+            settings, steps=steps, seed=agent.config.seed, offline_ratio=agent.config.offline_ratio
+        )
+        if agent.num_steps != settings.horizon:
+            raise ValueError(f"{settings.checkpoint} holds an agent of horizon {agent.num_steps}: pass --horizon")
+    else:
+        envs = make_vec_env(env_id, 10, backend="torch", seed=settings.seed)
+        agent = HNPG(envs, HNPGConfig(seed=settings.seed, num_envs=10, offline_ratio=settings.offline_ratio))
+        agent.learn(settings.steps, eval_every=10 * settings.steps, progress=False, env=envs)
     lock = make_vec_env(env_id, 1, backend="torch", seed=10_000 + settings.seed).unwrapped
     rows = probe(agent, lock, settings.samples)
     columns = list(rows[0])
@@ -73,8 +96,9 @@ def main(settings: Settings) -> None:
     lines = [
         f"HNPG on CombinationLock-H{settings.horizon}-v0 after {settings.steps:,} online steps (seed {settings.seed}, "
         f"offline data gen/combination-lock-h{settings.horizon}-v0{ratio_note}): per time step, the probability of "
-        f"the right choice in each live state and the critic's Q for the one-hot right choices of A and of B "
-        f"({settings.samples} noisy observations each). `same`: A and B share the step's right choice.",
+        f"the right choice in each live state and the critic's Q for the one-hot right choices of A and of B and "
+        f"for the policy's own sampled actions ({settings.samples} noisy observations each). `same`: A and B share "
+        "the step's right choice.",
         "",
         "| h | same | " + " | ".join(columns) + " |",
         "| --- | --- | " + " | ".join("---" for _ in columns) + " |",
