@@ -12,7 +12,7 @@ from policylab.core.envs.torch_envs import register_combination_lock
 def settings(tmp_path, monkeypatch):
     monkeypatch.setenv("POLICYLAB_DATA", str(tmp_path / "data"))
     return lock_benchmark.Settings(
-        episodes=500, window=1000, probe_every=2000, checkpoint_every=2000, out=tmp_path / "out"
+        episodes=300, window=1000, probe_every=1000, checkpoint_every=1000, out=tmp_path / "out"
     )
 
 
@@ -40,17 +40,17 @@ def test_tracker_state_round_trips_with_the_envs():
 
 def test_a_run_continued_under_a_higher_cap_equals_an_uninterrupted_run(settings, monkeypatch):
     continued = lock_benchmark.Settings(**dict(settings.__dict__, work_dir=settings.out / "continued"))
-    first = lock_benchmark.run("hnpg", 5, 0, 4000, continued)
-    assert first["samples_to_success"] is None and first["samples_run"] == 4000
+    first = lock_benchmark.run("hnpg", 3, 0, 2000, continued)
+    assert first["samples_to_success"] is None and first["samples_run"] == 2000
     env_steps = []
     step = lock_benchmark.SuccessTracker.step
     monkeypatch.setattr(
         lock_benchmark.SuccessTracker, "step", lambda self, actions: env_steps.append(1) or step(self, actions)
     )
-    resumed = lock_benchmark.run("hnpg", 5, 0, 8000, continued)
-    assert len(env_steps) * 10 == 4000  # 10 envs: it went on from its checkpoint at the old cap
-    straight = lock_benchmark.run("hnpg", 5, 0, 8000, settings)
-    assert resumed["samples_run"] == straight["samples_run"] == 8000
+    resumed = lock_benchmark.run("hnpg", 3, 0, 4000, continued)
+    assert len(env_steps) * 10 == 2000  # 10 envs: it went on from its checkpoint at the old cap
+    straight = lock_benchmark.run("hnpg", 3, 0, 4000, settings)
+    assert resumed["samples_run"] == straight["samples_run"] == 4000
     assert resumed["success_curve"] == straight["success_curve"]
     assert resumed["right_choice_probability_curve"] == straight["right_choice_probability_curve"]
-    assert len(straight["right_choice_probability_curve"]) == 4  # probes at 2000, 4000, 6000 and 8000 steps
+    assert len(straight["right_choice_probability_curve"]) == 4  # probes at 1000, 2000, 3000 and 4000 steps
