@@ -202,7 +202,9 @@ def run(method: str, horizon: int, seed: int, cap: int, settings: Settings) -> d
             if probabilities is not None:
                 envs.per_step_curve.append((envs.steps, probabilities))
         envs.last_check = envs.steps
-        envs.seconds, last_time = envs.seconds + time.perf_counter() - last_time, time.perf_counter()
+        now = time.perf_counter()
+        envs.seconds += now - last_time
+        last_time = now
         success = moving_success(envs.finished, envs.steps, settings.window)
         if success is not None:
             envs.success_curve.append((envs.steps, success))

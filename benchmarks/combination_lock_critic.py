@@ -76,8 +76,9 @@ def main(settings: Settings) -> None:
     torch.set_num_threads(1)
     env_id = register_combination_lock(settings.horizon)
     if settings.checkpoint is not None:
-        agent = HNPG.load(settings.checkpoint)
-        steps = int(load_checkpoint(settings.checkpoint)["training"]["step"])
+        payload = load_checkpoint(settings.checkpoint)
+        agent = HNPG.from_checkpoint_payload(payload)
+        steps = int(payload["training"]["step"])
         settings = dataclasses.replace(
             settings, steps=steps, seed=agent.config.seed, offline_ratio=agent.config.offline_ratio
         )
