@@ -6,7 +6,9 @@ state, and that makes an exact search cheap:
 
 - once, for every dataset state j, the `num_candidates` nearest dataset states (in state space, j itself
   among them) and their squared distances are found with a KD-tree over the states; r_j is the last one's;
-- per query, d² is computed to those candidates only, and only its action part is new work; every other
+- per query, d² is computed to those candidates only, and only its action part is new work (each state's
+  candidate actions and state distances are stored together, K × (1 + action dim) floats per state: 512 MB
+  for 1M Hopper states at K = 32, read as one row per query); every other
   pair i has ‖s_j − s_i‖ ≥ r_j, hence d² ≥ β²r_j², so when the best candidate has d*² ≤ β²r_j² it is the
   exact nearest neighbour (ties aside);
 - the queries where the bound does not settle it (a policy action far from the actions of nearby states)
@@ -103,10 +105,14 @@ class DatasetNeighbourSearch:
         states_array = states.cpu().numpy()
         candidates, squared_distances = state_neighbours(states_array, num_candidates, cache=cache)
         self.candidates = torch.as_tensor(candidates, device=self.device)
+        self.num_candidates = self.candidates.shape[1]
         # The state part of a query's distance to each candidate, β²‖s_j − s_c‖², is fixed: only the action part
-        # is computed per query. Points outside a state's list are at least its last entry away.
-        self.state_distances = torch.as_tensor(self.beta**2 * squared_distances, device=self.device)
-        self.bounds = self.state_distances[:, -1]
+        # is computed per query. Points outside a state's list are at least its last entry away. Per state, one
+        # row [K, 1 + action dim] holds both parts' data (state distance, candidate action), so a query reads one
+        # contiguous row instead of K scattered actions: the search is bound by memory reads, not arithmetic.
+        state_distances = torch.as_tensor(self.beta**2 * squared_distances, device=self.device)
+        candidate_actions = self.actions[self.candidates.long()]
+        self.candidate_table = torch.cat([state_distances.unsqueeze(-1), candidate_actions], dim=-1).contiguous()
         self.wide_candidates: torch.Tensor | None = None
         if num_candidates < num_wide_candidates < len(states):
             wide, wide_distances = state_neighbours(states_array, num_wide_candidates, cache=cache, all_distances=False)
@@ -128,14 +134,11 @@ class DatasetNeighbourSearch:
     def nearest(self, state_indices: torch.Tensor, actions: torch.Tensor) -> torch.Tensor:
         """Indices of the nearest keys to (β·states[state_indices], actions)."""
         actions = actions.detach().float()
-        candidates = self.candidates.index_select(0, state_indices)  # [B, K]
-        candidate_actions = self.actions.index_select(0, candidates.reshape(-1)).view(*candidates.shape, -1)
-        distances = self.state_distances.index_select(0, state_indices) + (
-            (candidate_actions - actions.unsqueeze(1)).pow(2).sum(-1)
-        )
+        table = self.candidate_table.index_select(0, state_indices)  # [B, K, 1 + action dim]
+        distances = (table[:, :, 1:] - actions.unsqueeze(1)).square_().sum(-1).add_(table[:, :, 0])
         best_distance, best = distances.min(dim=1)
-        nearest = candidates.gather(1, best.unsqueeze(1)).squeeze(1).long()
-        unsettled = torch.nonzero(best_distance > self.bounds[state_indices]).squeeze(1)
+        nearest = self.candidates.view(-1).index_select(0, state_indices * self.num_candidates + best).long()
+        unsettled = torch.nonzero(best_distance > table[:, -1, 0]).squeeze(1)
         self.queries += len(state_indices)
         if len(unsettled):
             queries = torch.cat([self.keys[state_indices[unsettled], : -actions.shape[1]], actions[unsettled]], dim=1)
@@ -148,7 +151,11 @@ class DatasetNeighbourSearch:
                 best_distance[unsettled] = wide_distance
                 still = wide_distance > self.wide_bounds[unsettled_states]
                 unsettled, queries = unsettled[still], queries[still]
-            if len(unsettled) and self.num_remembered:
+            if (
+                len(unsettled)
+                and self.num_remembered
+                and bool((self.remembered[state_indices[unsettled], 0] >= 0).any())
+            ):
                 found, distance, settled = self._recall(state_indices[unsettled], queries, best_distance[unsettled])
                 better = (found >= 0) & (distance < best_distance[unsettled])
                 nearest[unsettled] = torch.where(better, found, nearest[unsettled])
@@ -206,7 +213,8 @@ class DatasetNeighbourSearch:
             self._tree = cKDTree(self.keys.cpu().numpy())
         # One batched query bounded by the largest candidate distance: every query has a key within it.
         radius = float(np.sqrt(upper_bounds.max().item())) * (1 + 1e-5)
-        found = self._tree.query(queries.cpu().numpy(), k=1, distance_upper_bound=radius, workers=-1)[1]
+        # One thread: for these few queries, starting workers would cost more than the search.
+        found = self._tree.query(queries.cpu().numpy(), k=1, distance_upper_bound=radius, workers=1)[1]
         # The bound is a candidate's own distance, so the tree finds a key at least as near; if rounding hid it
         # (the tree answers len(keys) for "none within the bound"), the candidate stands.
         found = np.where(found < len(self.keys), found, -1)

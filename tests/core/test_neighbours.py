@@ -67,7 +67,7 @@ def test_candidate_lists_are_cached_per_dataset(tmp_path, monkeypatch):
     assert len(list(neighbour_cache_dir().glob("*-500x4-k16.npz"))) == 1
     again = make_search(tmp_path, monkeypatch, states, actions)
     torch.testing.assert_close(again.candidates, first.candidates)
-    torch.testing.assert_close(again.bounds, first.bounds)
+    torch.testing.assert_close(again.candidate_table, first.candidate_table)
 
 
 @pytest.mark.parametrize("max_elements", [2**26, 1000])  # one chunk, and many
