@@ -78,24 +78,34 @@ def test_brute_force_nearest_matches_the_naive_argmin(max_elements):
     torch.testing.assert_close(brute_force_nearest(keys, queries, max_elements=max_elements), expected)
 
 
-def test_matrix_product_search_is_exact_even_among_copies(tmp_path, monkeypatch):
+SEARCHES_OF_MANY_QUERIES = {
+    "matrix products": lambda search, queries: search._matmul_search(queries, count=5, block=700),  # several blocks
+    "kd-tree": lambda search, queries: search._tree_search(queries, count=5),
+}
+
+
+@pytest.mark.parametrize("kind", SEARCHES_OF_MANY_QUERIES)
+def test_searches_of_many_queries_are_exact_even_among_copies(tmp_path, monkeypatch, kind):
     rng = np.random.default_rng(4)
     states, actions = rng.normal(size=(3000, 9)).astype(np.float32), rng.uniform(-1, 1, (3000, 3)).astype(np.float32)
     states[:20], actions[:20] = states[0], actions[0]  # twenty copies of one pair: many keys within rounding
     search = make_search(tmp_path, monkeypatch, states, actions)
     queries = torch.as_tensor(rng.normal(size=(200, 12)), dtype=torch.float32)
     queries[:50] = search.keys[:1] + 0.01 * torch.randn(50, 12)
-    found, distances = search._matmul_search(queries, count=5, block=700)  # several blocks of keys
+    found, distances = SEARCHES_OF_MANY_QUERIES[kind](search, queries)
     expected = torch.cdist(queries.double(), search.keys.double()).pow(2).topk(5, dim=1, largest=False).values
     torch.testing.assert_close((search.keys[found] - queries.unsqueeze(1)).double().pow(2).sum(-1), expected)
     torch.testing.assert_close(distances.double(), expected, rtol=1e-5, atol=1e-6)
     assert (found[:50] < 20).all()  # the five nearest of a query beside the copies are copies
 
 
-def test_revisited_states_are_settled_by_the_remembered_keys(tmp_path, monkeypatch):
+@pytest.mark.parametrize("many_query_search", ["_matmul_search", "_tree_search", None])  # None: the faster one
+def test_revisited_states_are_settled_by_the_remembered_keys(tmp_path, monkeypatch, many_query_search):
     rng = np.random.default_rng(5)
     states, actions = rng.normal(size=(3000, 5)).astype(np.float32), rng.uniform(-1, 1, (3000, 2)).astype(np.float32)
     search = make_search(tmp_path, monkeypatch, states, actions, beta=0.5)
+    if many_query_search is not None:
+        search._faster_search = getattr(search, many_query_search)
     indices = torch.as_tensor(rng.permutation(3000)[:256])
     policy_actions = torch.as_tensor(rng.uniform(-1, 1, (256, 2)), dtype=torch.float32)
     assert_exact(search, indices, policy_actions)
