@@ -157,16 +157,14 @@ class DatasetNeighbourSearch:
                 best_distance[unsettled] = wide_distance
                 still = wide_distance > self.wide_bounds[unsettled_states]
                 unsettled, queries = unsettled[still], queries[still]
-            if (
-                len(unsettled)
-                and self.num_remembered
-                and bool((self.remembered[state_indices[unsettled], 0] >= 0).any())
-            ):
-                found, distance, settled = self._recall(state_indices[unsettled], queries, best_distance[unsettled])
-                better = (found >= 0) & (distance < best_distance[unsettled])
-                nearest[unsettled] = torch.where(better, found, nearest[unsettled])
-                best_distance[unsettled] = torch.where(better, distance, best_distance[unsettled])
-                unsettled, queries = unsettled[~settled], queries[~settled]
+            if len(unsettled) and self.num_remembered:
+                unsettled_states = state_indices[unsettled]
+                if bool((self.remembered[unsettled_states, 0] >= 0).any()):  # else nothing to recall
+                    found, distance, settled = self._recall(unsettled_states, queries, best_distance[unsettled])
+                    better = (found >= 0) & (distance < best_distance[unsettled])
+                    nearest[unsettled] = torch.where(better, found, nearest[unsettled])
+                    best_distance[unsettled] = torch.where(better, distance, best_distance[unsettled])
+                    unsettled, queries = unsettled[~settled], queries[~settled]
             if len(unsettled):
                 self.fallbacks += len(unsettled)
                 found = self._full_search(queries, best_distance[unsettled], state_indices[unsettled])
